@@ -1,0 +1,24 @@
+# saesanity: sanity checks for sparse autoencoders (arXiv 2602.14111) as a workflow.
+#   snakemake --cores 8 all                      # the embedded default (config.yaml)
+#   snakemake --cores 8 figures/synthetic_variable.pdf   # one target and what it needs
+#   snakemake --cores 8 --configfile config/synthetic_full.yaml all
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/synthetic.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.synthetic_all.input,

@@ -1,0 +1,172 @@
+"""Case study 1 end to end: train on synthetic data, evaluate, tabulate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from saesanity.checkpoint import atomic_write, load_sae, write_json
+from saesanity.metrics import (
+    feature_recovery,
+    reconstruction_metrics,
+    recovery_summary,
+    recovery_table,
+)
+from saesanity.synthetic import SyntheticSource, load_ground_truth
+from saesanity.training import TrainConfig, train
+
+RUN_COLUMNS = ["regime", "architecture", "variant", "init", "seed"]
+SUMMARY_METRICS = [
+    "explained_variance",
+    "l0",
+    "dead_fraction",
+    "recovered_fraction",
+    "recovered_count",
+    "mean_max_cosine",
+    "samples_seen",
+]
+
+
+def train_synthetic_run(
+    truth_path: str | Path, train_config: dict, out_dir: str | Path, device: str = "cpu"
+) -> None:
+    truth = load_ground_truth(truth_path)
+    config = TrainConfig(**train_config)
+    # The training stream is seeded by the run seed: same seed => same data order
+    # for every architecture and variant.
+    source = SyntheticSource(truth, seed=config.seed, stream="train")
+    train(config, source, out_dir, device=device)
+
+
+def evaluate_synthetic_run(
+    weights_path: str | Path,
+    sae_config_path: str | Path,
+    truth_path: str | Path,
+    run: dict,
+    regime_spec: dict,
+    eval_samples: int,
+    eval_batch_size: int,
+    eval_seed: int,
+    recovery_threshold: float,
+    out_json: str | Path,
+    out_recovery_csv: str | Path,
+) -> dict:
+    """Held-out EV/L0/dead fraction plus per-feature recovery of one run."""
+    sae = load_sae(weights_path, sae_config_path)
+    sae_meta = json.loads(Path(sae_config_path).read_text())
+    truth = load_ground_truth(truth_path)
+    # One evaluation stream per regime: every run is scored on the same samples.
+    source = SyntheticSource(truth, seed=eval_seed, stream="eval")
+    metrics = reconstruction_metrics(sae, source, eval_samples, eval_batch_size)
+    recovery, best_latent = feature_recovery(truth.features, sae.W_dec.detach())
+    metrics.update(recovery_summary(recovery, recovery_threshold))
+    metrics["recovery_threshold"] = recovery_threshold
+    table = recovery_table(recovery, best_latent, truth.probabilities)
+    atomic_write(out_recovery_csv, lambda tmp: table.to_csv(tmp, index=False))
+    result = {
+        "run": run,
+        "regime_spec": regime_spec,
+        "train_config": sae_meta["train_config"],
+        "training": {
+            key: sae_meta[key]
+            for key in (
+                "samples_seen",
+                "steps",
+                "stop_reason",
+                "wall_seconds",
+                "final_mse_window_change",
+            )
+        },  # fmt: skip
+        "metrics": metrics,
+    }
+    write_json(out_json, result)
+    return result
+
+
+def _flatten(prefix: str, values: dict) -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            value = json.dumps(list(value))
+        flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def collect_metrics(eval_paths: list[str | Path]) -> pd.DataFrame:
+    """One row per run: identity, metrics, training facts, every config value."""
+    rows = []
+    for path in eval_paths:
+        result = json.loads(Path(path).read_text())
+        row = dict(result["run"])
+        row.update(result["metrics"])
+        row.update(result["training"])
+        row.update(_flatten("data_", result["regime_spec"]))
+        config = {k: v for k, v in result["train_config"].items() if k not in RUN_COLUMNS}
+        row.update(_flatten("cfg_", config))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(RUN_COLUMNS).reset_index(drop=True)
+    return frame
+
+
+def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (regime, architecture, variant, init)."""
+    group = ["regime", "architecture", "variant", "init"]
+    aggregated = metrics.groupby(group)[SUMMARY_METRICS].agg(["mean", "std"])
+    aggregated.columns = [f"{metric}_{stat}" for metric, stat in aggregated.columns]
+    aggregated["seeds"] = metrics.groupby(group)["seed"].nunique()
+    return aggregated.reset_index()
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def random_decoder_recovery(n: int, num_features: int, d_sae: int, seed: int = 0) -> float:
+    """Mean max cosine of a ground-truth feature to d_sae random unit directions:
+    the chance level that recovery numbers should be read against."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(num_features, n, generator=generator)
+    decoder = torch.randn(d_sae, n, generator=generator)
+    return float(feature_recovery(features, decoder)[0].mean())
+
+
+def run_from_path(path: str | Path) -> dict:
+    """Run identity from a path inside a run directory (see workflow.SYNTHETIC_RUN_DIR)."""
+    parts = Path(path).parts
+    runs_at = len(parts) - 1 - parts[::-1].index("runs")
+    regime = parts[runs_at - 1]
+    architecture, variant, init, seed_dir = parts[runs_at + 1 : runs_at + 5]
+    if not seed_dir.startswith("seed"):
+        raise ValueError(f"{path}: expected .../runs/<arch>/<variant>/<init>/seed<N>/...")
+    return {
+        "regime": regime,
+        "architecture": architecture,
+        "variant": variant,
+        "init": init,
+        "seed": int(seed_dir.removeprefix("seed")),
+    }
+
+
+def _load_with_identity(paths: list[str | Path]) -> list[pd.DataFrame]:
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        for key, value in run_from_path(path).items():
+            frame[key] = value
+        frames.append(frame)
+    return frames
+
+
+def load_recoveries(paths: list[str | Path]) -> list[pd.DataFrame]:
+    """Per-feature recovery tables, each tagged with its run's identity columns."""
+    return _load_with_identity(paths)
+
+
+def load_curves(paths: list[str | Path]) -> pd.DataFrame:
+    """All training curves in one frame, tagged with run identity columns."""
+    return pd.concat(_load_with_identity(paths), ignore_index=True)

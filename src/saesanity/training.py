@@ -1,0 +1,440 @@
+"""The one trainer behind every SAE and random baseline in the workflow.
+
+Architectures: relu (L1), topk, batchtopk, jumprelu (target-L0 loss),
+matryoshka (BatchTopK with nested groups). Variants, all from the same seed,
+hence the same initial directions and the same data order:
+
+- trained:              everything is trained;
+- frozen_decoder:       decoder rows stay at their random initial directions;
+- soft_frozen_decoder:  decoder rows are trained, then projected back into the
+                        cap cos(d, d_init) >= tau after every optimiser step;
+- frozen_encoder:       encoder rows stay at their random initial directions;
+                        b_enc, thresholds and the decoder are trained.
+
+Training state (weights, optimiser, counters, curve) is checkpointed every
+`checkpoint_every_steps` to `<out_dir>/train_state.pt`; a later call with the
+same config resumes from it and ends with the same weights as an
+uninterrupted run, because batch t is a pure function of (seed, t).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from saesanity.checkpoint import atomic_write, save_sae
+from saesanity.data import ActivationSource, derive_seed, estimate_covariance
+from saesanity.sae import (
+    ARCHITECTURES,
+    SparseAutoencoder,
+    TrainForward,
+    covariance_directions,
+    project_to_caps,
+    unit_sphere_directions,
+)
+
+VARIANTS = ("trained", "frozen_decoder", "soft_frozen_decoder", "frozen_encoder")
+INITS = ("iso", "cov")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. Defaults follow the anchors (see config.yaml)."""
+
+    architecture: str
+    d_sae: int
+    k: int  # TopK family: latents kept; JumpReLU: target L0; ReLU: unused (reported only)
+    variant: str = "trained"
+    init: str = "iso"
+    seed: int = 0
+    batch_size: int = 4096
+    # Length: at most max_samples; stop earlier once the reconstruction loss has
+    # plateaued (relative improvement between two consecutive windows below
+    # plateau_rel_tol), but never before min_samples. plateau_rel_tol = 0 disables.
+    max_samples: int = 4_000_000
+    min_samples: int = 1_000_000
+    plateau_window_samples: int = 500_000
+    plateau_rel_tol: float = 0.0
+    lr: float = 4e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    decay_fraction: float = 0.0  # linear decay to 0 over this final fraction of max_samples
+    grad_clip_norm: float = 1.0
+    normalisation_batches: int = 10
+    b_dec_init: str = "mean"  # "mean" of the first batch, or "zeros"
+    covariance_batches: int = 10  # for init == "cov"
+    soft_freeze_tau: float = 0.8
+    # AuxK (TopK family): dead = not fired for dead_after_samples samples.
+    auxk_coefficient: float = 1.0 / 32
+    auxk_k: int | None = None  # default d_in // 2
+    dead_after_samples: int = 1_000_000
+    # BatchTopK / Matryoshka inference threshold: EMA of the smallest kept activation.
+    threshold_ema: float = 0.99
+    threshold_start_step: int = 100
+    # ReLU
+    l1_coefficient: float = 0.06
+    l1_warmup_steps: int = 100
+    # JumpReLU
+    jumprelu_bandwidth: float = 0.001
+    jumprelu_threshold_init: float = 0.001
+    target_l0_coefficient: float = 1.0
+    sparsity_warmup_steps: int = 200
+    # Matryoshka
+    group_fractions: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.2])
+    # Bookkeeping
+    log_every_steps: int = 10
+    checkpoint_every_steps: int = 100
+    snapshot_samples: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(self.adam_betas)
+        checks = {
+            "architecture": (self.architecture in ARCHITECTURES, f"one of {ARCHITECTURES}"),
+            "variant": (self.variant in VARIANTS, f"one of {VARIANTS}"),
+            "init": (self.init in INITS, f"one of {INITS}"),
+            "soft_freeze_tau": (0 < self.soft_freeze_tau <= 1, "a value in (0, 1]"),
+            "max_samples": (self.max_samples >= self.batch_size, ">= batch_size"),
+            "batch_size": (self.batch_size > 0, "> 0"),
+            "k": (self.k > 0, "> 0"),
+            "lr": (self.lr > 0, "> 0"),
+            "b_dec_init": (self.b_dec_init in ("mean", "zeros"), "'mean' or 'zeros'"),
+        }
+        for key, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{key} = {getattr(self, key)!r}: expected {expected}")
+
+    @property
+    def max_steps(self) -> int:
+        return self.max_samples // self.batch_size
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, constant, optional linear decay to 0 at the end."""
+    scale = 1.0
+    if config.warmup_steps > 0:
+        scale = min(1.0, (step + 1) / config.warmup_steps)
+    if config.decay_fraction > 0:
+        decay_start = int(config.max_steps * (1 - config.decay_fraction))
+        if step >= decay_start:
+            scale *= max(0.0, (config.max_steps - step) / max(1, config.max_steps - decay_start))
+    return config.lr * scale
+
+
+def build_sae(config: TrainConfig, d_in: int) -> SparseAutoencoder:
+    return SparseAutoencoder(
+        d_in,
+        config.d_sae,
+        config.architecture,
+        k=config.k,
+        group_fractions=config.group_fractions,
+        jumprelu_bandwidth=config.jumprelu_bandwidth,
+        jumprelu_threshold_init=config.jumprelu_threshold_init,
+    )
+
+
+@torch.no_grad()
+def initialise_sae(sae: SparseAutoencoder, config: TrainConfig, source: ActivationSource) -> None:
+    """Input scale, b_dec and random directions, all from the seed and the source."""
+    first_batches = [
+        source.batch(step, config.batch_size) for step in range(config.normalisation_batches)
+    ]
+    # dictionary_learning's convention: scale inputs so that E||x||^2 = 1.
+    mean_sq_norm = torch.stack([x.pow(2).sum(1).mean() for x in first_batches]).mean()
+    sae.input_scale.fill_(float(1.0 / mean_sq_norm.sqrt()))
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "sae_init"))
+    if config.init == "iso":
+        directions = unit_sphere_directions(config.d_sae, sae.d_in, generator)
+    else:
+        covariance = estimate_covariance(source, config.covariance_batches, config.batch_size)
+        directions = covariance_directions(config.d_sae, covariance, generator)
+    b_dec = torch.zeros(sae.d_in)
+    if config.b_dec_init == "mean":
+        b_dec = first_batches[0].mean(0) * sae.input_scale
+    sae.initialise(directions, b_dec)
+
+
+def set_trainable(sae: SparseAutoencoder, variant: str) -> None:
+    sae.W_dec.requires_grad_(variant not in ("frozen_decoder",))
+    sae.W_enc.requires_grad_(variant != "frozen_encoder")
+
+
+def auxk_loss(
+    sae: SparseAutoencoder, out: TrainForward, dead: torch.Tensor, k_aux: int
+) -> torch.Tensor:
+    """AuxK (Gao et al. 2024): dead latents' top-k_aux reconstruct the residual.
+
+    Normalised by the residual's variance (dictionary_learning); decoded
+    without b_dec (sparsify issue #132); the residual is detached.
+    """
+    dead_latents = dead.nonzero().squeeze(1)
+    k_aux = min(k_aux, len(dead_latents))
+    if k_aux == 0:
+        return out.x_hat.new_zeros(())
+    x_centered = out.x_scaled - sae.b_dec
+    pre = F.linear(x_centered, sae.W_enc[dead_latents], sae.b_enc[dead_latents]).relu()
+    values, chosen = pre.topk(k_aux, dim=1)
+    residual = (out.x_scaled - out.x_hat).detach()
+    residual_hat = F.embedding_bag(
+        chosen, sae.W_dec[dead_latents], mode="sum", per_sample_weights=values
+    )
+    error = (residual - residual_hat).pow(2).sum(1).mean()
+    variance = (residual - residual.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12)
+    return error / variance
+
+
+def compute_loss(
+    sae: SparseAutoencoder,
+    config: TrainConfig,
+    out: TrainForward,
+    step: int,
+    dead: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its named parts. Reconstruction error is in normalised units."""
+    mse = (out.x_scaled - out.x_hat).pow(2).sum(1).mean()
+    parts = {"mse": mse}
+    if config.architecture == "matryoshka":
+        # Mean over the nested prefixes (the last prefix is the full reconstruction).
+        prefix_losses = [
+            (out.x_scaled - p).pow(2).sum(1).mean() for p in out.prefix_reconstructions
+        ]
+        loss = torch.stack(prefix_losses).mean()
+    else:
+        loss = mse
+    batch_size = out.code.batch_size
+    if config.architecture == "relu":
+        warm = min(1.0, (step + 1) / max(1, config.l1_warmup_steps))
+        decoder_norms = sae.W_dec.norm(dim=1)[out.code.latents]
+        l1 = (out.code.values * decoder_norms).sum() / batch_size
+        parts["l1"] = l1
+        loss = loss + config.l1_coefficient * warm * l1
+    elif config.architecture == "jumprelu":
+        from saesanity.sae import step as heaviside
+
+        warm = min(1.0, (step + 1) / max(1, config.sparsity_warmup_steps))
+        threshold = sae.threshold[out.code.latents]
+        l0 = heaviside(out.pre_values, threshold, config.jumprelu_bandwidth).sum() / batch_size
+        sparsity = (l0 / config.k - 1).pow(2)
+        parts["sparsity"] = sparsity
+        loss = loss + config.target_l0_coefficient * warm * sparsity
+    else:
+        aux = auxk_loss(sae, out, dead, config.auxk_k or sae.d_in // 2)
+        parts["auxk"] = aux
+        loss = loss + config.auxk_coefficient * aux
+    return loss, {name: float(value.detach()) for name, value in parts.items()}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    samples_since_fired: torch.Tensor | None = None
+    batch_topk_cutoff: float | None = None
+    mse_history: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
+    stop_reason: str = ""
+    wall_seconds: float = 0.0
+
+
+def plateaued(config: TrainConfig, history: list[float]) -> bool:
+    """True when the mean MSE of the last window improved on the window before by
+    less than plateau_rel_tol (relative)."""
+    if config.plateau_rel_tol <= 0:
+        return False
+    window = max(1, config.plateau_window_samples // config.batch_size)
+    samples = len(history) * config.batch_size
+    if samples < config.min_samples or len(history) < 2 * window or len(history) % window:
+        return False
+    previous = sum(history[-2 * window : -window]) / window
+    current = sum(history[-window:]) / window
+    return (previous - current) / max(previous, 1e-12) < config.plateau_rel_tol
+
+
+def _save_state(path: Path, sae, optimizer, state: TrainState, anchors, config) -> None:
+    payload = {
+        "fingerprint": config.fingerprint(),
+        "model": sae.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "anchors": anchors,
+        "state": state.__dict__,
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def train(
+    config: TrainConfig,
+    source: ActivationSource,
+    out_dir: str | Path,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> SparseAutoencoder:
+    """Train one SAE or baseline and write sae.safetensors, sae.json and curve.csv.
+
+    `stop_after_steps` interrupts the run after that many steps in this call
+    (leaving a resumable state), which is how tests simulate a kill.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "train_state.pt"
+    sae = build_sae(config, source.d_in)
+    state = TrainState()
+    resumed = False
+    if state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved["fingerprint"] == config.fingerprint():
+            sae.load_state_dict(saved["model"])
+            anchors = saved["anchors"]
+            state = TrainState(**saved["state"])
+            resumed = True
+            log.info("resuming %s from step %d", out_dir, state.step)
+        else:
+            log.warning("ignoring %s: it was written by a different config", state_path)
+    if not resumed:
+        initialise_sae(sae, config, source)
+        anchors = sae.W_dec.detach().clone()
+        state.samples_since_fired = torch.zeros(config.d_sae, dtype=torch.long)
+    sae.to(device)
+    anchors = anchors.to(device)
+    set_trainable(sae, config.variant)
+    trainable = [p for p in sae.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=config.adam_betas)
+    if resumed:
+        optimizer.load_state_dict(saved["optimizer"])
+    samples_since_fired = state.samples_since_fired.to(device)
+    decoder_trained = sae.W_dec.requires_grad
+
+    steps_this_call = 0
+    started = time.perf_counter()
+    wall_before = state.wall_seconds
+    bar = tqdm(
+        total=config.max_steps, initial=state.step, disable=not progress, desc=out_dir.name,
+        mininterval=5.0, unit="step",
+    )  # fmt: skip
+    while state.step < config.max_steps and not state.stop_reason:
+        step = state.step
+        x = source.batch(step, config.batch_size).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        hint = None if state.batch_topk_cutoff is None else 0.8 * state.batch_topk_cutoff
+        out = sae.forward_train(x, batch_topk_hint=hint)
+        dead = samples_since_fired >= config.dead_after_samples
+        loss, parts = compute_loss(sae, config, out, step, dead)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if decoder_trained:
+            # Keep decoder rows unit-norm: drop the gradient component along each row.
+            with torch.no_grad():
+                grad = sae.W_dec.grad
+                grad -= (grad * sae.W_dec).sum(1, keepdim=True) * sae.W_dec
+        if config.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip_norm)
+        optimizer.step()
+        with torch.no_grad():
+            if decoder_trained:
+                sae.normalise_decoder()
+            if config.variant == "soft_frozen_decoder":
+                sae.W_dec.copy_(project_to_caps(sae.W_dec, anchors, config.soft_freeze_tau))
+            if sae.architecture == "jumprelu":
+                sae.threshold.clamp_(min=0.0)
+            samples_since_fired += config.batch_size
+            samples_since_fired[out.code.fired()] = 0
+            if sae.architecture in ("batchtopk", "matryoshka"):
+                positive = out.code.values.detach()
+                positive = positive[positive > 0]
+                if positive.numel():
+                    cutoff = float(positive.min())
+                    state.batch_topk_cutoff = cutoff
+                    if step >= config.threshold_start_step:
+                        theta = sae.inference_threshold
+                        if theta.item() < 0:
+                            theta.fill_(cutoff)
+                        else:
+                            theta.mul_(config.threshold_ema).add_(
+                                (1 - config.threshold_ema) * cutoff
+                            )
+        state.mse_history.append(parts["mse"])
+        state.step += 1
+        steps_this_call += 1
+        bar.update(1)
+        if state.step % config.log_every_steps == 0 or state.step == config.max_steps:
+            with torch.no_grad():
+                variance = (out.x_scaled - out.x_scaled.mean(0)).pow(2).sum(1).mean()
+                row = {
+                    "step": state.step,
+                    "samples": state.step * config.batch_size,
+                    "loss": float(loss.detach()),
+                    **parts,
+                    "explained_variance": 1 - parts["mse"] / float(variance),
+                    "l0": float(out.code.l0_per_sample().mean()),
+                    "dead_fraction": float(dead.float().mean()),
+                    "lr": learning_rate(config, step),
+                }
+            state.curve.append(row)
+            bar.set_postfix(ev=f"{row['explained_variance']:.3f}", l0=f"{row['l0']:.1f}")
+        samples_seen = state.step * config.batch_size
+        if samples_seen in config.snapshot_samples:
+            save_sae(
+                sae, out_dir / "snapshots" / f"samples{samples_seen}.safetensors",
+                out_dir / "snapshots" / f"samples{samples_seen}.json",
+                {"samples_seen": samples_seen, "train_config": asdict(config)},
+                extra_tensors={"W_dec_init": anchors},
+            )  # fmt: skip
+        if plateaued(config, state.mse_history):
+            state.stop_reason = "plateau"
+        finished = state.step >= config.max_steps or bool(state.stop_reason)
+        interrupted = stop_after_steps is not None and steps_this_call >= stop_after_steps
+        if state.step % config.checkpoint_every_steps == 0 or finished or interrupted:
+            state.samples_since_fired = samples_since_fired.cpu()
+            state.wall_seconds = wall_before + time.perf_counter() - started
+            _save_state(state_path, sae, optimizer, state, anchors, config)
+        if interrupted and not finished:
+            bar.close()
+            return sae
+    bar.close()
+    state.stop_reason = state.stop_reason or "max_samples"
+    _write_outputs(sae, config, state, anchors, out_dir)
+    state_path.unlink(missing_ok=True)
+    return sae
+
+
+def _write_outputs(sae, config, state: TrainState, anchors, out_dir: Path) -> None:
+    import pandas as pd
+
+    metadata = {
+        "train_config": asdict(config),
+        "samples_seen": state.step * config.batch_size,
+        "steps": state.step,
+        "stop_reason": state.stop_reason,
+        "wall_seconds": round(state.wall_seconds, 2),
+        "final_mse_window_change": _final_relative_change(config, state.mse_history),
+    }
+    save_sae(
+        sae.cpu(), out_dir / "sae.safetensors", out_dir / "sae.json", metadata,
+        extra_tensors={"W_dec_init": anchors.cpu()},
+    )  # fmt: skip
+    curve = pd.DataFrame(state.curve)
+    atomic_write(out_dir / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
+
+
+def _final_relative_change(config: TrainConfig, history: list[float]) -> float:
+    """Relative MSE improvement of the last plateau window over the one before
+    (the convergence diagnostic reported for every run)."""
+    window = max(1, config.plateau_window_samples // config.batch_size)
+    if len(history) < 2 * window:
+        return math.nan
+    previous = sum(history[-2 * window : -window]) / window
+    current = sum(history[-window:]) / window
+    return (previous - current) / max(previous, 1e-12)

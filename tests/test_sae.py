@@ -1,0 +1,160 @@
+"""Architectures, sparse kernels and the cap projection."""
+
+import pytest
+import torch
+
+from saesanity.sae import (
+    SparseAutoencoder,
+    covariance_directions,
+    jumprelu,
+    project_to_caps,
+    step,
+    unit_sphere_directions,
+)
+from saesanity.sparse_ops import SparseCode, gathered_preactivations, select_topk, sparse_decode
+
+
+def make_sae(architecture, d_in=12, d_sae=48, k=4, seed=0, **kwargs):
+    generator = torch.Generator().manual_seed(seed)
+    sae = SparseAutoencoder(d_in, d_sae, architecture, k=k, **kwargs)
+    sae.initialise(unit_sphere_directions(d_sae, d_in, generator), torch.zeros(d_in))
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1, generator=generator)
+    return sae
+
+
+def test_topk_keeps_exactly_k_latents_per_sample():
+    sae = make_sae("topk", k=5)
+    # Inputs along decoder rows make every kept pre-activation positive.
+    x = sae.W_dec.detach().repeat(2, 1)[:64] * 3.0
+    code = sae.encode_sparse(x)
+    assert torch.equal(code.l0_per_sample(), torch.full((64,), 5.0))
+    dense = sae.encode(x)
+    assert torch.equal((dense > 0).sum(1), torch.full((64,), 5))
+    # ... and they are the k largest pre-activations.
+    pre = (x - sae.b_dec) @ sae.W_enc.T + sae.b_enc
+    expected = pre.topk(5, dim=1).indices.sort(1).values
+    assert torch.equal(dense.topk(5, dim=1).indices.sort(1).values, expected)
+
+
+def test_batchtopk_mean_l0_is_k_over_the_batch():
+    sae = make_sae("batchtopk", k=3)
+    x = torch.randn(200, 12, generator=torch.Generator().manual_seed(1))
+    out = sae.forward_train(x)
+    l0 = out.code.l0_per_sample()
+    assert l0.mean().item() == pytest.approx(3.0)
+    assert l0.std() > 0  # per-sample L0 varies: it is a batch-level constraint
+    # The kept entries are the k*B largest positive pre-activations of the batch.
+    pre = ((x - sae.b_dec) @ sae.W_enc.T + sae.b_enc).detach().relu().flatten()
+    cutoff = pre.topk(3 * 200).values[-1]
+    assert torch.isclose(out.code.values.detach().min(), cutoff)
+
+
+def test_batchtopk_hint_does_not_change_the_selection():
+    sae = make_sae("batchtopk", k=3)
+    x = torch.randn(100, 12, generator=torch.Generator().manual_seed(2))
+    plain = sae.forward_train(x).code
+    for hint in (0.01, 0.5, 100.0):  # too low, reasonable, far too high (fallback)
+        hinted = sae.forward_train(x, batch_topk_hint=hint).code
+        assert torch.equal(plain.rows, hinted.rows) and torch.equal(plain.latents, hinted.latents)
+
+
+def test_batchtopk_inference_uses_the_estimated_threshold():
+    sae = make_sae("batchtopk", k=3)
+    x = torch.randn(50, 12, generator=torch.Generator().manual_seed(3))
+    sae.inference_threshold.fill_(0.2)
+    dense = sae.encode(x)
+    pre = (x - sae.b_dec) @ sae.W_enc.T + sae.b_enc
+    assert torch.equal(dense > 0, pre > 0.2)
+
+
+def test_jumprelu_threshold_gradient_matches_pseudo_derivative():
+    eps = 0.1
+    theta = torch.tensor([0.5, 0.5, 0.5, 0.5], requires_grad=True)
+    # One entry inside the kernel window above theta, one inside below, two outside.
+    pre = torch.tensor([0.52, 0.47, 0.70, 0.20], requires_grad=True)
+    f = jumprelu(pre, theta, eps)
+    assert torch.allclose(f.detach(), torch.tensor([0.52, 0.0, 0.70, 0.0]))
+    f.sum().backward()
+    # d f / d theta = -(theta / eps) * rect((pre - theta) / eps)
+    assert torch.allclose(theta.grad, torch.tensor([-5.0, -5.0, 0.0, 0.0]))
+    assert torch.allclose(pre.grad, torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    theta.grad = None
+    step(pre, theta, eps).sum().backward()
+    # d H / d theta = -(1 / eps) * rect((pre - theta) / eps)
+    assert torch.allclose(theta.grad, torch.tensor([-10.0, -10.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "relu", "jumprelu"])
+def test_sparse_training_forward_matches_dense_autograd(architecture):
+    """The sparse kernels give the same loss gradients as a plain dense implementation."""
+    sae = make_sae(architecture, k=4, jumprelu_bandwidth=0.5, jumprelu_threshold_init=0.05)
+    x = torch.randn(32, 12, generator=torch.Generator().manual_seed(4))
+    out = sae.forward_train(x)
+    out.x_hat.pow(2).sum().backward()
+    sparse_grads = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+
+    sae.zero_grad()
+    mask = torch.zeros(32, 48, dtype=torch.bool)
+    mask[out.code.rows, out.code.latents] = True
+    pre = (x * sae.input_scale - sae.b_dec) @ sae.W_enc.T + sae.b_enc
+    if architecture == "jumprelu":
+        acts = jumprelu(pre, sae.threshold.expand_as(pre), 0.5)
+    else:
+        acts = pre.relu() * mask
+    dense_x_hat = acts @ sae.W_dec + sae.b_dec
+    assert torch.allclose(dense_x_hat, out.x_hat, atol=1e-5)
+    dense_x_hat.pow(2).sum().backward()
+    for name, grad in sparse_grads.items():
+        assert torch.allclose(grad, getattr(sae, name).grad, atol=1e-4), name
+
+
+def test_matryoshka_prefixes_use_nested_groups():
+    sae = make_sae("matryoshka", d_sae=50, k=6, group_fractions=[0.5, 0.3, 0.2])
+    assert sae.group_sizes == [25, 15, 10]
+    x = torch.randn(16, 12, generator=torch.Generator().manual_seed(5))
+    out = sae.forward_train(x)
+    dense = out.code.dense()
+    for g, limit in enumerate([25, 40, 50]):
+        expected = dense[:, :limit] @ sae.W_dec[:limit] + sae.b_dec
+        assert torch.allclose(out.prefix_reconstructions[g], expected, atol=1e-5)
+
+
+def test_sparse_decode_and_gather_agree_with_dense_math():
+    generator = torch.Generator().manual_seed(6)
+    W = torch.randn(30, 8, generator=generator, requires_grad=True)
+    x = torch.randn(10, 8, generator=generator, requires_grad=True)
+    b = torch.zeros(30, requires_grad=True)
+    code = select_topk(x.detach(), W.detach(), b.detach(), 3)
+    values = gathered_preactivations(x, W, b, code)
+    decoded = sparse_decode(values, W, SparseCode(code.rows, code.latents, values, 10, 30))
+    dense_acts = torch.zeros(10, 30)
+    dense_acts[code.rows, code.latents] = 1.0
+    reference = ((x @ W.T + b) * dense_acts) @ W
+    assert torch.allclose(decoded, reference, atol=1e-5)
+
+
+def test_cap_projection_puts_every_row_inside_its_cap():
+    generator = torch.Generator().manual_seed(7)
+    anchors = unit_sphere_directions(500, 20, generator)
+    rows = unit_sphere_directions(500, 20, generator)
+    rows[0] = -anchors[0]  # antipodal: the degenerate case
+    rows[1] = anchors[1]  # already inside: must be left untouched
+    projected = project_to_caps(rows, anchors, 0.8)
+    cosines = (projected * anchors).sum(1)
+    assert (cosines >= 0.8 - 1e-6).all()
+    assert torch.allclose(projected.norm(dim=1), torch.ones(500), atol=1e-6)
+    assert torch.equal(projected[1], rows[1])
+    # Projection is onto the nearest point of the cap: boundary rows sit at cos = tau.
+    outside = (rows * anchors).sum(1) < 0.8
+    assert torch.allclose(cosines[outside], torch.full((int(outside.sum()),), 0.8), atol=1e-5)
+
+
+def test_cov_directions_follow_the_covariance():
+    generator = torch.Generator().manual_seed(8)
+    covariance = torch.diag(torch.tensor([100.0, 1.0, 1.0, 0.0]))
+    directions = covariance_directions(4000, covariance, generator)
+    assert torch.allclose(directions.norm(dim=1), torch.ones(4000), atol=1e-5)
+    # Mass concentrates on the high-variance axis, none on the null axis.
+    assert directions[:, 0].abs().mean() > 0.9
+    assert directions[:, 3].abs().max() < 1e-6

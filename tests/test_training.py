@@ -1,0 +1,156 @@
+"""The shared trainer: variants, invariants after every step, resume, determinism."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from saesanity.checkpoint import load_sae
+from saesanity.synthetic import SyntheticSource, make_ground_truth
+from saesanity.training import TrainConfig, learning_rate, plateaued, train
+
+TRUTH = make_ground_truth(16, 64, {"law": "constant", "p": 0.0625}, {"mu": 0, "sigma": 0.25}, 0)
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = dict(
+        architecture="topk", d_sae=64, k=4, batch_size=128, max_samples=128 * 30,
+        min_samples=0, warmup_steps=3, normalisation_batches=2, covariance_batches=2,
+        dead_after_samples=128 * 5, threshold_start_step=2, log_every_steps=5,
+        checkpoint_every_steps=4, l1_warmup_steps=3, sparsity_warmup_steps=5, l1_coefficient=0.01,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run(config, tmp_path, name="run", **kwargs):
+    return train(
+        config, SyntheticSource(TRUTH, config.seed), tmp_path / name, progress=False, **kwargs
+    )
+
+
+ARCHITECTURES = ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_trained_decoder_rows_have_unit_norm(architecture, tmp_path):
+    sae = run(small_config(architecture=architecture), tmp_path)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+    assert (tmp_path / "run" / "sae.safetensors").exists()
+    assert not (tmp_path / "run" / "train_state.pt").exists()
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_training_reduces_reconstruction_error(architecture, tmp_path):
+    import pandas as pd
+
+    run(small_config(architecture=architecture, max_samples=128 * 60, lr=3e-3), tmp_path)
+    curve = pd.read_csv(tmp_path / "run" / "curve.csv")
+    assert curve["mse"].iloc[-1] < 0.7 * curve["mse"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    "variant, frozen", [("frozen_decoder", "W_dec"), ("frozen_encoder", "W_enc")]
+)
+def test_frozen_tensors_are_bit_identical_after_training(variant, frozen, tmp_path):
+    sae = run(small_config(variant=variant), tmp_path)
+    initial = load_file(tmp_path / "run" / "sae.safetensors")["W_dec_init"]
+    assert torch.equal(getattr(sae, frozen).detach(), initial)
+    other = "W_enc" if frozen == "W_dec" else "W_dec"
+    assert not torch.equal(getattr(sae, other).detach(), initial)  # the other side trained
+
+
+def test_soft_frozen_rows_stay_in_cap_after_every_step(tmp_path):
+    config = small_config(variant="soft_frozen_decoder", soft_freeze_tau=0.95, lr=3e-2)
+    anchors = None
+    moved = False
+    for _ in range(config.max_steps):  # one optimiser step per call, resuming each time
+        sae = run(config, tmp_path, stop_after_steps=1)
+        if anchors is None:
+            anchors = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)["anchors"]
+        cosines = (sae.W_dec.detach() * anchors).sum(1)
+        assert (cosines >= 0.95 - 1e-5).all()
+        moved |= bool((cosines < 0.999).any())
+    assert moved  # the cap was actually exercised
+
+
+def test_same_seed_gives_same_initialisation_across_variants(tmp_path):
+    inits = []
+    for variant in ["trained", "frozen_decoder", "soft_frozen_decoder", "frozen_encoder"]:
+        run(small_config(variant=variant, max_samples=128), tmp_path, variant)
+        inits.append(load_file(tmp_path / variant / "sae.safetensors")["W_dec_init"])
+    assert all(torch.equal(inits[0], other) for other in inits[1:])
+    run(small_config(seed=1, max_samples=128), tmp_path, "seed1")
+    assert not torch.equal(
+        inits[0], load_file(tmp_path / "seed1" / "sae.safetensors")["W_dec_init"]
+    )
+
+
+@pytest.mark.parametrize("architecture", ["batchtopk", "jumprelu"])
+def test_resume_after_interruption_gives_identical_weights(architecture, tmp_path):
+    config = small_config(architecture=architecture)
+    uninterrupted = run(config, tmp_path, "straight")
+    # Killed after 7 steps (last checkpoint at step 4 is not used: the state is
+    # saved on interruption too); then killed again after 9 more; then finished.
+    run(config, tmp_path, "resumed", stop_after_steps=7)
+    assert (tmp_path / "resumed" / "train_state.pt").exists()
+    run(config, tmp_path, "resumed", stop_after_steps=9)
+    resumed = run(config, tmp_path, "resumed")
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    meta = json.loads((tmp_path / "resumed" / "sae.json").read_text())
+    assert meta["steps"] == config.max_steps
+
+
+def test_resume_state_from_a_different_config_is_ignored(tmp_path):
+    run(small_config(), tmp_path, stop_after_steps=5)
+    sae = run(small_config(lr=1e-3), tmp_path)
+    reference = run(small_config(lr=1e-3), tmp_path, "reference")
+    assert torch.equal(sae.W_dec, reference.W_dec)
+
+
+def test_same_config_and_seed_give_the_same_numbers(tmp_path):
+    first = run(small_config(architecture="matryoshka"), tmp_path, "a")
+    second = run(small_config(architecture="matryoshka"), tmp_path, "b")
+    assert torch.equal(first.W_enc, second.W_enc)
+    assert (tmp_path / "a" / "curve.csv").read_text() == (tmp_path / "b" / "curve.csv").read_text()
+
+
+def test_batchtopk_threshold_is_estimated_and_saved(tmp_path):
+    run(small_config(architecture="batchtopk"), tmp_path)
+    sae = load_sae(tmp_path / "run" / "sae.safetensors", tmp_path / "run" / "sae.json")
+    assert sae.inference_threshold.item() > 0
+    x = SyntheticSource(TRUTH, 5, "eval").batch(0, 1024)
+    l0 = sae.encode_sparse(x).l0_per_sample().mean().item()
+    assert 2 < l0 < 8  # thresholded inference lands near k = 4
+
+
+def test_jumprelu_hits_target_l0_without_tuning(tmp_path):
+    run(small_config(architecture="jumprelu", max_samples=128 * 150, lr=2e-3), tmp_path)
+    sae = load_sae(tmp_path / "run" / "sae.safetensors", tmp_path / "run" / "sae.json")
+    x = SyntheticSource(TRUTH, 5, "eval").batch(0, 2048)
+    l0 = sae.encode_sparse(x).l0_per_sample().mean().item()
+    assert 2 < l0 < 8
+
+
+def test_plateau_stop_and_lr_schedule():
+    config = small_config(plateau_rel_tol=0.01, plateau_window_samples=128 * 5, min_samples=0)
+    assert plateaued(config, [1.0] * 10)
+    assert not plateaued(config, [2.0] * 5 + [1.0] * 5)
+    assert not plateaued(config, [1.0] * 9)  # not at a window boundary
+    assert not plateaued(small_config(plateau_rel_tol=0.0), [1.0] * 10)
+    decaying = small_config(warmup_steps=10, decay_fraction=0.5, max_samples=128 * 100)
+    assert learning_rate(decaying, 0) == pytest.approx(decaying.lr / 10)
+    assert learning_rate(decaying, 20) == pytest.approx(decaying.lr)
+    assert learning_rate(decaying, 75) == pytest.approx(decaying.lr / 2)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("architecture", "gated"), ("soft_freeze_tau", 1.5), ("soft_freeze_tau", 0.0),
+     ("max_samples", -5), ("variant", "half_frozen"), ("init", "xavier")],
+)  # fmt: skip
+def test_bad_train_config_names_the_key(key, value):
+    with pytest.raises(ValueError, match=key):
+        small_config(**{key: value})

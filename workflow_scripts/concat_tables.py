@@ -1,0 +1,9 @@
+"""Snakemake script: concatenate CSV tables with the same kind of rows."""
+
+import pandas as pd
+
+from saesanity.synthetic_study import write_csv
+from saesanity.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+write_csv(pd.concat([pd.read_csv(path) for path in snakemake.input]), snakemake.output[0])

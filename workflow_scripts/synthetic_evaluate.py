@@ -1,0 +1,24 @@
+"""Snakemake script: held-out reconstruction metrics and feature recovery of one run."""
+
+import torch
+
+from saesanity.synthetic_study import evaluate_synthetic_run
+from saesanity.workflow import RUN_KEYS, setup_logging
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+run = {key: snakemake.wildcards[key] for key in RUN_KEYS}
+run["seed"] = int(run["seed"])
+evaluate_synthetic_run(
+    snakemake.input.weights,
+    snakemake.input.config,
+    snakemake.input.truth,
+    run,
+    dict(snakemake.params.regime_spec),
+    snakemake.params.eval_samples,
+    snakemake.params.eval_batch_size,
+    snakemake.params.eval_seed,
+    snakemake.params.recovery_threshold,
+    snakemake.output.metrics,
+    snakemake.output.recovery,
+)

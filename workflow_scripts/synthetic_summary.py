@@ -1,0 +1,12 @@
+"""Snakemake script: mean +/- std over seeds, as CSV and as a table figure."""
+
+import pandas as pd
+
+from saesanity.plots import figure_summary_table
+from saesanity.synthetic_study import summary_table, write_csv
+from saesanity.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+summary = summary_table(pd.read_csv(snakemake.input[0]))
+write_csv(summary, snakemake.output.table)
+figure_summary_table(summary, snakemake.output.figure)

@@ -1,0 +1,17 @@
+"""Snakemake script: train one synthetic SAE or random baseline (resumable)."""
+
+from pathlib import Path
+
+import torch
+
+from saesanity.synthetic_study import train_synthetic_run
+from saesanity.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+train_synthetic_run(
+    snakemake.input.truth,
+    dict(snakemake.params.train),
+    Path(snakemake.output.weights).parent,
+    device=snakemake.params.device,
+)
