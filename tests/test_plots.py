@@ -194,14 +194,16 @@ def test_figure_architectures(study, tmp_path):
 def test_figure_summary_table(study, tmp_path):
     metrics, _ = study
     out = tmp_path / "summary.pdf"
-    plots.figure_summary_table(_summary(metrics), out)
+    # One regime is enough to exercise the code; table cells are slow to draw.
+    plots.figure_summary_table(_summary(metrics[metrics["regime"] == "constant"]), out)
     _assert_pdf(out)
 
 
 def test_figure_curves(study, tmp_path):
     metrics, _ = study
     out = tmp_path / "curves.pdf"
-    plots.figure_curves(_curves(metrics[metrics["variant"] == "trained"]), out)
+    trained = metrics[(metrics["variant"] == "trained") & (metrics["seed"] < 2)]
+    plots.figure_curves(_curves(trained), out)
     _assert_pdf(out)
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import saesanity.sae as sae_module
 from saesanity.sae import (
     SparseAutoencoder,
     covariance_directions,
@@ -85,10 +86,10 @@ def test_jumprelu_threshold_gradient_matches_pseudo_derivative():
     assert torch.allclose(theta.grad, torch.tensor([-10.0, -10.0, 0.0, 0.0]))
 
 
-@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "relu", "jumprelu"])
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka"])
 def test_sparse_training_forward_matches_dense_autograd(architecture):
-    """The sparse kernels give the same loss gradients as a plain dense implementation."""
-    sae = make_sae(architecture, k=4, jumprelu_bandwidth=0.5, jumprelu_threshold_init=0.05)
+    """The sparse kernels give the same gradients as a plain dense implementation."""
+    sae = make_sae(architecture, k=4)
     x = torch.randn(32, 12, generator=torch.Generator().manual_seed(4))
     out = sae.forward_train(x)
     out.x_hat.pow(2).sum().backward()
@@ -98,15 +99,35 @@ def test_sparse_training_forward_matches_dense_autograd(architecture):
     mask = torch.zeros(32, 48, dtype=torch.bool)
     mask[out.code.rows, out.code.latents] = True
     pre = (x * sae.input_scale - sae.b_dec) @ sae.W_enc.T + sae.b_enc
-    if architecture == "jumprelu":
-        acts = jumprelu(pre, sae.threshold.expand_as(pre), 0.5)
-    else:
-        acts = pre.relu() * mask
-    dense_x_hat = acts @ sae.W_dec + sae.b_dec
+    dense_x_hat = (pre.relu() * mask) @ sae.W_dec + sae.b_dec
     assert torch.allclose(dense_x_hat, out.x_hat, atol=1e-5)
     dense_x_hat.pow(2).sum().backward()
     for name, grad in sparse_grads.items():
         assert torch.allclose(grad, getattr(sae, name).grad, atol=1e-4), name
+
+
+@pytest.mark.parametrize("architecture", ["relu", "jumprelu"])
+def test_sparse_and_dense_paths_give_the_same_loss_gradients(architecture, monkeypatch):
+    """ReLU/JumpReLU switch between a dense and a sparse path by density; both are exact."""
+    from saesanity.training import TrainConfig, compute_loss
+
+    config = TrainConfig(architecture=architecture, d_sae=48, k=4, jumprelu_bandwidth=0.5)
+    grads = []
+    for dense_fraction in (1.0, 0.0):  # 1.0: always sparse; 0.0: always dense
+        monkeypatch.setattr(sae_module, "DENSE_FRACTION", dense_fraction)
+        sae = make_sae(architecture, k=4, jumprelu_bandwidth=0.5, jumprelu_threshold_init=0.05)
+        x = torch.randn(32, 12, generator=torch.Generator().manual_seed(4))
+        out = sae.forward_train(x)
+        assert (out.latents is None) == (dense_fraction == 0.0)
+        dead = torch.zeros(48, dtype=torch.bool)
+        loss, parts = compute_loss(sae, config, out, step=10**6, dead=dead)
+        assert len(parts) == 2  # mse + the sparsity term
+        loss.backward()
+        grads.append({n: p.grad for n, p in sae.named_parameters() if p.grad is not None})
+        grads[-1]["l0"] = out.l0_per_sample
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-4), name
 
 
 def test_matryoshka_prefixes_use_nested_groups():

@@ -661,9 +661,9 @@ def _format_number(value: float, count: bool) -> str:
     return f"{value:#.3g}".rstrip(".")
 
 
-def format_mean_std(mean: float, std: float, count: bool = False) -> str:
+def format_mean_std(mean: float | None, std: float | None, count: bool = False) -> str:
     """'mean ± std' to 3 significant digits (counts as integers); the mean alone when the
-    std is NaN (a single seed); an empty cell when the mean is missing."""
+    std is NaN (a single seed); a dash when the mean is missing."""
     if mean is None or not np.isfinite(mean):
         return "–"
     text = _format_number(float(mean), count)
@@ -682,14 +682,11 @@ def figure_summary_table(summary: pd.DataFrame, out_path: str | Path) -> None:
     if summary.empty:
         raise ValueError(f"{who}: summary has no rows")
 
-    order = sorted(
-        range(len(summary)),
-        key=lambda i: (
-            _order_key(summary["regime"].iloc[i], ("constant", "variable")),
-            _run_key(*summary[["architecture", "variant", "init"]].iloc[i]),
-        ),
-    )
-    summary = summary.iloc[order]
+    keys = [
+        (_order_key(regime, ("constant", "variable")), _run_key(architecture, variant, init))
+        for regime, architecture, variant, init in summary[GROUP_COLUMNS].itertuples(index=False)
+    ]
+    summary = summary.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
     header = ["regime", "architecture", "variant", "init", "seeds"]
     header += [name for _, name, _ in _TABLE_METRICS]
     rows = []

@@ -91,21 +91,35 @@ def step(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.
     return _Step.apply(pre, threshold, bandwidth)
 
 
+# ReLU and JumpReLU start dense (half the latents active); above this fraction of
+# active entries a plain dense forward/backward is faster than the sparse kernels.
+DENSE_FRACTION = 0.05
+
+
 @dataclass
 class TrainForward:
     """What one training forward pass hands to the loss.
 
-    `code.values` are the (differentiable) activations of the selected entries.
-    For JumpReLU, `pre_values` are the pre-activations of those entries (the
-    L0 term needs them); for Matryoshka, `prefix_reconstructions` are the
-    nested reconstructions.
+    `values` are the differentiable activations: either of the sparse entries
+    (`latents` gives each entry's latent) or a dense (B x d_sae) matrix
+    (`latents` is None). `pre_values` are the matching pre-activations (the
+    JumpReLU L0 term needs them). `code` is the selected sparse code (TopK
+    family); `prefix_reconstructions` are Matryoshka's nested reconstructions.
     """
 
     x_scaled: torch.Tensor
     x_hat: torch.Tensor
-    code: SparseCode
-    pre_values: torch.Tensor | None = None
+    values: torch.Tensor
+    latents: torch.Tensor | None
+    pre_values: torch.Tensor
+    l0_per_sample: torch.Tensor
+    fired: torch.Tensor
+    code: SparseCode | None = None
     prefix_reconstructions: list[torch.Tensor] | None = None
+
+    def per_latent(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A per-latent (d_sae,) tensor laid out like `values`."""
+        return tensor[self.latents] if self.latents is not None else tensor.expand_as(self.values)
 
 
 def matryoshka_group_sizes(d_sae: int, fractions: list[float]) -> list[int]:
@@ -151,11 +165,14 @@ class SparseAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
-    def initialise(self, directions: torch.Tensor, b_dec: torch.Tensor) -> None:
-        """Decoder rows = unit `directions`, encoder = decoder transpose, b_enc = 0."""
+    def initialise(
+        self, directions: torch.Tensor, b_dec: torch.Tensor, encoder_norm: float = 1.0
+    ) -> None:
+        """Decoder rows = unit `directions`, encoder = decoder transpose (rows scaled to
+        `encoder_norm`), b_enc = 0."""
         directions = directions / directions.norm(dim=1, keepdim=True)
         self.W_dec.copy_(directions)
-        self.W_enc.copy_(directions)
+        self.W_enc.copy_(directions * encoder_norm)
         self.b_enc.zero_()
         self.b_dec.copy_(b_dec)
 
@@ -185,6 +202,10 @@ class SparseAutoencoder(nn.Module):
             code = select_above(x_centered.detach(), W_enc, b_enc, lower)
         else:
             code = select_above(x_centered.detach(), W_enc, b_enc, torch.tensor(0.0))
+        if self.architecture in ("relu", "jumprelu") and code.values.numel() > DENSE_FRACTION * (
+            code.batch_size * code.num_latents
+        ):
+            return self._dense_forward_train(x_scaled, x_centered)
         pre_values = gathered_preactivations(x_centered, self.W_enc, self.b_enc, code)
         if self.architecture == "jumprelu":
             values = jumprelu(pre_values, self.threshold[code.latents], self.jumprelu_bandwidth)
@@ -197,7 +218,25 @@ class SparseAutoencoder(nn.Module):
             x_hat = prefixes[-1]
         else:
             x_hat = sparse_decode(code.values, self.W_dec, code) + self.b_dec
-        return TrainForward(x_scaled, x_hat, code, pre_values, prefixes)
+        return TrainForward(
+            x_scaled, x_hat, values, code.latents, pre_values, code.l0_per_sample(), code.fired(),
+            code=code, prefix_reconstructions=prefixes,
+        )  # fmt: skip
+
+    def _dense_forward_train(
+        self, x_scaled: torch.Tensor, x_centered: torch.Tensor
+    ) -> TrainForward:
+        """Plain dense ReLU / JumpReLU forward, for the dense early phase of training."""
+        pre = F.linear(x_centered, self.W_enc, self.b_enc)
+        if self.architecture == "jumprelu":
+            values = jumprelu(pre, self.threshold.expand_as(pre), self.jumprelu_bandwidth)
+        else:
+            values = F.relu(pre)
+        x_hat = values @ self.W_dec + self.b_dec
+        active = values.detach() > 0
+        return TrainForward(
+            x_scaled, x_hat, values, None, pre, active.sum(1).float(), active.any(0)
+        )
 
     def _prefix_reconstructions(self, code: SparseCode) -> list[torch.Tensor]:
         """b_dec + contributions of groups 0..g, for every group g (Matryoshka)."""

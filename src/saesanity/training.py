@@ -73,6 +73,10 @@ class TrainConfig:
     grad_clip_norm: float = 1.0
     normalisation_batches: int = 10
     b_dec_init: str = "mean"  # "mean" of the first batch, or "zeros"
+    # Encoder rows start as the decoder's, scaled to this norm. 1 for the TopK
+    # family; dense-start architectures (ReLU, JumpReLU) overshoot by ~d_sae/(2 d_in)
+    # with 1, so they use 0.1 (SAELens' and dictionary_learning's ReLU init scale).
+    encoder_init_norm: float = 1.0
     covariance_batches: int = 10  # for init == "cov"
     soft_freeze_tau: float = 0.8
     # AuxK (TopK family): dead = not fired for dead_after_samples samples.
@@ -108,6 +112,7 @@ class TrainConfig:
             "batch_size": (self.batch_size > 0, "> 0"),
             "k": (self.k > 0, "> 0"),
             "lr": (self.lr > 0, "> 0"),
+            "encoder_init_norm": (self.encoder_init_norm > 0, "> 0"),
             "b_dec_init": (self.b_dec_init in ("mean", "zeros"), "'mean' or 'zeros'"),
         }
         for key, (ok, expected) in checks.items():
@@ -164,7 +169,7 @@ def initialise_sae(sae: SparseAutoencoder, config: TrainConfig, source: Activati
     b_dec = torch.zeros(sae.d_in)
     if config.b_dec_init == "mean":
         b_dec = first_batches[0].mean(0) * sae.input_scale
-    sae.initialise(directions, b_dec)
+    sae.initialise(directions, b_dec, config.encoder_init_norm)
 
 
 def set_trainable(sae: SparseAutoencoder, variant: str) -> None:
@@ -214,18 +219,17 @@ def compute_loss(
         loss = torch.stack(prefix_losses).mean()
     else:
         loss = mse
-    batch_size = out.code.batch_size
+    batch_size = out.x_scaled.shape[0]
     if config.architecture == "relu":
         warm = min(1.0, (step + 1) / max(1, config.l1_warmup_steps))
-        decoder_norms = sae.W_dec.norm(dim=1)[out.code.latents]
-        l1 = (out.code.values * decoder_norms).sum() / batch_size
+        l1 = (out.values * out.per_latent(sae.W_dec.norm(dim=1))).sum() / batch_size
         parts["l1"] = l1
         loss = loss + config.l1_coefficient * warm * l1
     elif config.architecture == "jumprelu":
         from saesanity.sae import step as heaviside
 
         warm = min(1.0, (step + 1) / max(1, config.sparsity_warmup_steps))
-        threshold = sae.threshold[out.code.latents]
+        threshold = out.per_latent(sae.threshold)
         l0 = heaviside(out.pre_values, threshold, config.jumprelu_bandwidth).sum() / batch_size
         sparsity = (l0 / config.k - 1).pow(2)
         parts["sparsity"] = sparsity
@@ -350,7 +354,7 @@ def train(
             if sae.architecture == "jumprelu":
                 sae.threshold.clamp_(min=0.0)
             samples_since_fired += config.batch_size
-            samples_since_fired[out.code.fired()] = 0
+            samples_since_fired[out.fired] = 0
             if sae.architecture in ("batchtopk", "matryoshka"):
                 positive = out.code.values.detach()
                 positive = positive[positive > 0]
@@ -378,7 +382,7 @@ def train(
                     "loss": float(loss.detach()),
                     **parts,
                     "explained_variance": 1 - parts["mse"] / float(variance),
-                    "l0": float(out.code.l0_per_sample().mean()),
+                    "l0": float(out.l0_per_sample.mean()),
                     "dead_fraction": float(dead.float().mean()),
                     "lr": learning_rate(config, step),
                 }

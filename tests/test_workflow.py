@@ -1,0 +1,173 @@
+"""The Snakemake workflow on the smoke config: DAG, outputs, config errors, reruns."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, configs=("config.yaml", "config/smoke.yaml")):
+    command = [
+        *SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", *[str(REPO / c) if not Path(c).is_absolute() else c for c in configs],
+        *args,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+
+
+def planned_jobs(result) -> dict[str, int]:
+    """Job counts per rule from a dry run's 'Job stats' table."""
+    counts, in_table = {}, False
+    for line in result.stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                counts[parts[0]] = int(parts[1])
+            elif parts and parts[0] == "total":
+                break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = snakemake(workdir, "--cores", "2", "all")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_smoke_run_builds_tables_and_figures(smoke_run):
+    for figure in ["constant", "variable", "architectures", "curves", "summary"]:
+        path = smoke_run / "figures" / f"synthetic_{figure}.pdf"
+        assert path.read_bytes().startswith(b"%PDF"), path
+    metrics = pd.read_csv(smoke_run / "results/synthetic/metrics.csv")
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["synthetic"]
+    # 2 regimes x 5 architectures + 3 baselines, one row each, every config value a column.
+    assert len(metrics) == 13
+    assert {"cfg_lr", "cfg_batch_size", "cfg_soft_freeze_tau", "data_law"} <= set(metrics.columns)
+    assert (metrics["cfg_batch_size"] == smoke["training"]["batch_size"]).all()
+    assert metrics["explained_variance"].between(-10, 1).all()
+    assert metrics["recovered_fraction"].between(0, 1).all()
+    summary = pd.read_csv(smoke_run / "results/synthetic/summary.csv")
+    assert "explained_variance_mean" in summary.columns
+    recovery = pd.read_csv(
+        smoke_run / "results/synthetic/variable/runs/topk/trained/iso/seed0/recovery.csv"
+    )
+    assert len(recovery) == smoke["num_features"]
+    assert recovery["max_cosine"].between(-1, 1 + 1e-6).all()
+    # Every rule wrote its log and benchmark.
+    assert any((smoke_run / "logs").rglob("*.log"))
+    assert any((smoke_run / "benchmarks").rglob("*.tsv"))
+
+
+def test_up_to_date_after_the_run(smoke_run):
+    result = snakemake(smoke_run, "-n", "all")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_one_architecture_value_reruns_only_its_runs(smoke_run, tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(
+        yaml.safe_dump({"synthetic": {"architectures": {"jumprelu": {"lr": 1e-3}}}})
+    )
+    result = snakemake(
+        smoke_run, "-n", "all", configs=("config.yaml", "config/smoke.yaml", str(override))
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = planned_jobs(result)
+    assert jobs["synthetic_train"] == 2  # jumprelu in both regimes, nothing else
+    assert jobs["synthetic_evaluate"] == 2
+    assert "synthetic_ground_truth" not in jobs
+
+
+def test_changing_a_regime_reruns_only_that_regime(smoke_run, tmp_path):
+    override = tmp_path / "override.yaml"
+    variable = {"law": "loguniform", "log10_min": -2.0, "log10_max": -0.6}
+    override.write_text(yaml.safe_dump({"synthetic": {"regimes": {"variable": variable}}}))
+    result = snakemake(
+        smoke_run, "-n", "all", configs=("config.yaml", "config/smoke.yaml", str(override))
+    )
+    jobs = planned_jobs(result)
+    assert jobs["synthetic_ground_truth"] == 1
+    assert jobs["synthetic_train"] == 5  # the variable regime's runs only
+    assert "results/synthetic/constant/metrics.csv" not in result.stdout
+
+
+def test_one_figure_builds_only_what_it_needs(tmp_path):
+    result = snakemake(tmp_path, "-n", "figures/synthetic_variable.pdf")
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = planned_jobs(result)
+    assert jobs["synthetic_ground_truth"] == 1
+    assert jobs["synthetic_train"] == 5  # variable-regime study runs; no baselines needed
+    assert "constant" not in result.stdout.replace("'constant'", "")
+    assert "synthetic_architectures_figure" not in jobs
+
+
+def test_default_config_resolves_and_lints(tmp_path):
+    result = snakemake(tmp_path, "-n", "all", configs=("config.yaml",))
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = planned_jobs(result)
+    assert jobs["synthetic_train"] == 30
+    lint = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert lint.returncode == 0
+    assert "Congratulations" in lint.stdout + lint.stderr
+
+
+BAD_CONFIGS = [
+    ({"synthetic": {"runs": {"study": {"architectures": ["gated"]}}}}, "gated"),
+    ({"synthetic": {"training": {"soft_freeze_tau": 1.5}}}, "soft_freeze_tau"),
+    ({"synthetic": {"training": {"soft_freeze_tau": 0}}}, "soft_freeze_tau"),
+    ({"synthetic": {"training": {"max_samples": -10}}}, "max_samples"),
+    ({"synthetic": {"training": {"learning_rate": 1e-3}}}, "learning_rate"),
+    ({"synthetic": {"regimes": {"constant": {"law": "constant"}}}}, "'p'"),
+    ({"synthetic": {"enabled_runs": ["nonexistent"]}}, "nonexistent"),
+    ({"synthetic": {"runs": {"study": {"regimes": ["bursty"]}}}}, "bursty"),
+    ({"synthetic": {"architectures": {"matryoshka": {"group_fractions": [0.5, 0.2]}}}},
+     "group_fractions"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("override, named", BAD_CONFIGS)
+def test_bad_config_fails_at_parse_time_naming_the_key(override, named, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(override))
+    result = snakemake(tmp_path, "-n", "all", configs=("config.yaml", str(path)))
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr[-3000:]
+
+
+def test_missing_key_is_named(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    del config["synthetic"]["recovery_threshold"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    shutil.copytree(REPO / "schemas", tmp_path / "schemas")
+    result = subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "-n", "--configfile", str(path)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "recovery_threshold" in result.stderr
+
+
+def test_ground_truth_metadata_matches_the_config(smoke_run):
+    meta = json.loads(
+        (smoke_run / "results/synthetic/constant/ground_truth.safetensors.json").read_text()
+    )
+    assert meta["num_features"] == 64 and meta["n"] == 16
+    assert meta["expected_active_features"] == pytest.approx(4.0)
