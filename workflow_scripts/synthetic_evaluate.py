@@ -1,12 +1,10 @@
 """Snakemake script: held-out reconstruction metrics and feature recovery of one run."""
 
-import torch
-
 from saesanity.synthetic_study import evaluate_synthetic_run
-from saesanity.workflow import RUN_KEYS, setup_logging
+from saesanity.workflow import RUN_KEYS, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+set_threads(snakemake.threads)
 run = {key: snakemake.wildcards[key] for key in RUN_KEYS}
 run["seed"] = int(run["seed"])
 evaluate_synthetic_run(

@@ -2,13 +2,11 @@
 
 from pathlib import Path
 
-import torch
-
 from saesanity.synthetic_study import train_synthetic_run
-from saesanity.workflow import setup_logging
+from saesanity.workflow import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+set_threads(snakemake.threads)
 train_synthetic_run(
     snakemake.input.truth,
     dict(snakemake.params.train),

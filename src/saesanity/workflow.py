@@ -98,6 +98,19 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"synthetic run {run}: {error}") from error
 
 
+def set_threads(requested: int) -> int:
+    """Use `requested` torch threads, capped at the cores this process may run on
+    (a laptop's `--cores 8` must not oversubscribe a 2-core machine)."""
+    import os
+
+    import torch
+
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, min(requested, available or 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def setup_logging(log_path: str | Path) -> None:
     """Send logging, warnings and progress bars (stderr) of a workflow script to its log file."""
     log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the script
