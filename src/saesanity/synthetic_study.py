@@ -77,7 +77,7 @@ def evaluate_synthetic_run(
                 "steps",
                 "stop_reason",
                 "wall_seconds",
-                "final_mse_window_change",
+                "final_loss_window_change",
             )
         },  # fmt: skip
         "metrics": metrics,

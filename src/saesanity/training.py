@@ -59,9 +59,10 @@ class TrainConfig:
     init: str = "iso"
     seed: int = 0
     batch_size: int = 4096
-    # Length: at most max_samples; stop earlier once the reconstruction loss has
-    # plateaued (relative improvement between two consecutive windows below
-    # plateau_rel_tol), but never before min_samples. plateau_rel_tol = 0 disables.
+    # Length: at most max_samples; stop earlier once the training loss (the
+    # objective itself, so JumpReLU's L0 term counts) has plateaued: relative
+    # improvement between two consecutive windows below plateau_rel_tol, never
+    # before min_samples. plateau_rel_tol = 0 disables.
     max_samples: int = 4_000_000
     min_samples: int = 1_000_000
     plateau_window_samples: int = 500_000
@@ -246,15 +247,15 @@ class TrainState:
     step: int = 0
     samples_since_fired: torch.Tensor | None = None
     batch_topk_cutoff: float | None = None
-    mse_history: list[float] = field(default_factory=list)
+    loss_history: list[float] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)
     stop_reason: str = ""
     wall_seconds: float = 0.0
 
 
 def plateaued(config: TrainConfig, history: list[float]) -> bool:
-    """True when the mean MSE of the last window improved on the window before by
-    less than plateau_rel_tol (relative)."""
+    """True when the mean training loss of the last window improved on the window
+    before by less than plateau_rel_tol (relative)."""
     if config.plateau_rel_tol <= 0:
         return False
     window = max(1, config.plateau_window_samples // config.batch_size)
@@ -369,7 +370,7 @@ def train(
                             theta.mul_(config.threshold_ema).add_(
                                 (1 - config.threshold_ema) * cutoff
                             )
-        state.mse_history.append(parts["mse"])
+        state.loss_history.append(float(loss.detach()))
         state.step += 1
         steps_this_call += 1
         bar.update(1)
@@ -396,7 +397,7 @@ def train(
                 {"samples_seen": samples_seen, "train_config": asdict(config)},
                 extra_tensors={"W_dec_init": anchors},
             )  # fmt: skip
-        if plateaued(config, state.mse_history):
+        if plateaued(config, state.loss_history):
             state.stop_reason = "plateau"
         finished = state.step >= config.max_steps or bool(state.stop_reason)
         interrupted = stop_after_steps is not None and steps_this_call >= stop_after_steps
@@ -423,7 +424,7 @@ def _write_outputs(sae, config, state: TrainState, anchors, out_dir: Path) -> No
         "steps": state.step,
         "stop_reason": state.stop_reason,
         "wall_seconds": round(state.wall_seconds, 2),
-        "final_mse_window_change": _final_relative_change(config, state.mse_history),
+        "final_loss_window_change": _final_relative_change(config, state.loss_history),
     }
     save_sae(
         sae.cpu(), out_dir / "sae.safetensors", out_dir / "sae.json", metadata,
@@ -434,7 +435,7 @@ def _write_outputs(sae, config, state: TrainState, anchors, out_dir: Path) -> No
 
 
 def _final_relative_change(config: TrainConfig, history: list[float]) -> float:
-    """Relative MSE improvement of the last plateau window over the one before
+    """Relative loss improvement of the last plateau window over the one before
     (the convergence diagnostic reported for every run)."""
     window = max(1, config.plateau_window_samples // config.batch_size)
     if len(history) < 2 * window:
