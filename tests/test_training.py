@@ -154,3 +154,15 @@ def test_plateau_stop_and_lr_schedule():
 def test_bad_train_config_names_the_key(key, value):
     with pytest.raises(ValueError, match=key):
         small_config(**{key: value})
+
+
+def test_snapshots_are_written_at_the_requested_sample_counts(tmp_path):
+    run(small_config(snapshot_samples=[128 * 10, 128 * 20]), tmp_path)
+    snapshots = sorted(p.name for p in (tmp_path / "run" / "snapshots").glob("*.safetensors"))
+    assert snapshots == ["samples1280.safetensors", "samples2560.safetensors"]
+    early = load_sae(
+        tmp_path / "run/snapshots/samples1280.safetensors",
+        tmp_path / "run/snapshots/samples1280.json",
+    )
+    final = load_sae(tmp_path / "run/sae.safetensors", tmp_path / "run/sae.json")
+    assert not torch.equal(early.W_enc, final.W_enc)
