@@ -10,19 +10,12 @@ import pandas as pd
 import pytest
 
 from saesanity import plots
+from saesanity.synthetic_study import SUMMARY_METRICS
 
 THRESHOLD = 0.8
 NUM_FEATURES = 400  # the study uses 3,200; fewer keeps the tests fast
 ARCHITECTURES = ("batchtopk", "jumprelu", "topk", "matryoshka", "relu")
-METRICS = [
-    "explained_variance",
-    "l0",
-    "dead_fraction",
-    "recovered_fraction",
-    "recovered_count",
-    "mean_max_cosine",
-    "samples_seen",
-]
+METRICS = SUMMARY_METRICS
 
 
 def _probabilities(regime: str, rng: np.random.Generator) -> np.ndarray:
