@@ -1,6 +1,7 @@
 # saesanity: sanity checks for sparse autoencoders (arXiv 2602.14111) as a workflow.
 #   snakemake --cores 8 all                      # the embedded default (config.yaml)
 #   snakemake --cores 8 figures/synthetic_variable.pdf   # one target and what it needs
+#   snakemake --cores 8 figures/table1.pdf             # case study 2's table 1
 #   snakemake --cores 8 --configfile config/synthetic_full.yaml all
 
 from snakemake.utils import min_version, validate
@@ -16,9 +17,11 @@ validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/synthetic.smk"
+include: "rules/real.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.synthetic_all.input,
+        rules.real_all.input,

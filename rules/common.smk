@@ -32,3 +32,54 @@ def synthetic_run_files(name, regime=None, study_only=False):
 
 def synthetic_regimes():
     return sorted({run["regime"] for run in SYNTHETIC_RUNS})
+
+
+# ------------------------------------------------------------ real activations
+REAL = config["real"]
+REAL_RUNS = saesanity_workflow.real_runs(config)
+REAL_RUN_DIR = saesanity_workflow.REAL_RUN_DIR
+REAL_RUN_PATH = REAL_RUN_DIR.replace("results/real/", "")
+REAL_MODEL_DIR = saesanity_workflow.REAL_MODEL_DIR
+REAL_MODEL_SPEC = saesanity_workflow.real_model_spec(config)
+REAL_SAELENS_METADATA = {
+    "model_name": REAL["model"]["name"],
+    "hook_name": f"blocks.{REAL['model']['layer']}.hook_{REAL['model']['hook']}",
+    "context_size": REAL["model"]["context"],
+}
+REAL_TABLE_TITLE = (
+    f"{REAL['model']['name']} {REAL_SAELENS_METADATA['hook_name']}, "
+    f"L0 = {saesanity_workflow.real_table_l0(config)}"
+)
+
+
+wildcard_constraints:
+    split="train|eval",
+    target_l0=r"\d+",
+
+
+def real_run_files(name, trained_only=False):
+    """Per-run files (`name` in the run directory) of the enabled real runs."""
+    return [
+        f"{saesanity_workflow.real_run_dir(run)}/{name}"
+        for run in REAL_RUNS
+        if not trained_only or run["variant"] == "trained"
+    ]
+
+
+def real_model_inputs(wildcards):
+    """The converted embedded model, when the config uses one (hub models have none)."""
+    return {"model_dir": REAL_MODEL_DIR} if REAL["model"].get("embedded") else {}
+
+
+def real_corpus_inputs(wildcards):
+    if REAL["corpus"]["source"] == "offline":
+        return {"archives": "resources/corpus/archives/fetch_manifest.json"}
+    return {}
+
+
+def real_windows(split):
+    """Windows per split: enough for the configured token counts (BOS excluded)."""
+    tokens = REAL["activations"][f"{split}_tokens"]
+    if split == "eval":
+        tokens = max(tokens, REAL["activations"]["splice_windows"] * (REAL["model"]["context"] - 1))
+    return -(-tokens // (REAL["model"]["context"] - 1))

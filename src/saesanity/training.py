@@ -158,9 +158,13 @@ def initialise_sae(sae: SparseAutoencoder, config: TrainConfig, source: Activati
     first_batches = [
         source.batch(step, config.batch_size) for step in range(config.normalisation_batches)
     ]
-    # dictionary_learning's convention: scale inputs so that E||x||^2 = 1.
-    mean_sq_norm = torch.stack([x.pow(2).sum(1).mean() for x in first_batches]).mean()
-    sae.input_scale.fill_(float(1.0 / mean_sq_norm.sqrt()))
+    # dictionary_learning's convention: scale inputs so that E||x||^2 = 1. A source
+    # that knows its normalisation constant (an activation store) provides it.
+    input_scale = getattr(source, "input_scale", None)
+    if input_scale is None:
+        mean_sq_norm = torch.stack([x.pow(2).sum(1).mean() for x in first_batches]).mean()
+        input_scale = float(1.0 / mean_sq_norm.sqrt())
+    sae.input_scale.fill_(float(input_scale))
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "sae_init"))
     if config.init == "iso":
         directions = unit_sphere_directions(config.d_sae, sae.d_in, generator)

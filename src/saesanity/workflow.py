@@ -96,6 +96,7 @@ def check_config(config: dict) -> None:
             synthetic_train_config(config, **run)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"synthetic run {run}: {error}") from error
+    check_real_config(config)
 
 
 def set_threads(requested: int) -> int:
@@ -122,3 +123,119 @@ def setup_logging(log_path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+
+
+# ------------------------------------------------------------ real activations
+REAL_RUN_KEYS = ("architecture", "variant", "init", "target_l0", "seed")
+REAL_RUN_DIR = "results/real/runs/{architecture}/{variant}/{init}/l0_{target_l0}/seed{seed}"
+
+
+def real_l0s(config: dict) -> list[int]:
+    """`real.l0s`, or the study's sweep scaled to the model's width (same L0 / d)."""
+    from saesanity.real_study import scaled_l0s
+
+    values = config["real"].get("l0s")
+    return (
+        sorted(int(v) for v in values) if values else scaled_l0s(config["real"]["model"]["d_model"])
+    )
+
+
+def real_table_l0(config: dict) -> int:
+    """The L0 at which table 1 is reported: `real.table_l0`, else the middle of the sweep."""
+    value = config["real"].get("table_l0")
+    l0s = real_l0s(config)
+    return int(value) if value is not None else l0s[len(l0s) // 2]
+
+
+def real_runs(config: dict) -> list[dict]:
+    """Every real-activation run of the enabled groups, deduplicated and sorted."""
+    runs = {}
+    study = config["real"]
+    for name in study["enabled_runs"]:
+        spec = study["runs"][name]
+        l0s = spec.get("l0s") or real_l0s(config)
+        for combo in itertools.product(
+            spec["architectures"], spec["variants"], spec["inits"], l0s, spec["seeds"]
+        ):
+            runs[tuple(combo)] = dict(zip(REAL_RUN_KEYS, combo, strict=True))
+    return [runs[key] for key in sorted(runs)]
+
+
+def real_run_dir(run: dict) -> str:
+    return REAL_RUN_DIR.format(**run)
+
+
+def real_train_config(
+    config: dict, architecture: str, variant: str, init: str, target_l0: int | str, seed: int | str
+) -> dict:
+    """TrainConfig kwargs of one real run: shared `training`, the architecture's
+    overrides, its L0-specific overrides (`by_l0`: ReLU's L1 coefficient), the run's identity
+    and the decoder snapshots of the lazy-training diagnostic."""
+    from saesanity.real_study import snapshot_points
+
+    study = config["real"]
+    values = dict(study["training"])
+    values.update(study.get("architectures", {}).get(architecture, {}))
+    per_l0 = study.get("by_l0", {}).get(architecture, {})
+    values.update(per_l0.get(int(target_l0), per_l0.get(str(target_l0), {})))
+    values.update(
+        architecture=architecture,
+        variant=variant,
+        init=init,
+        seed=int(seed),
+        d_sae=int(study["expansion"]) * int(study["model"]["d_model"]),
+        k=int(target_l0),
+    )
+    if variant == "trained":
+        values["snapshot_samples"] = snapshot_points(
+            values["max_samples"], values["batch_size"], study["drift_fractions"]
+        )
+    TrainConfig(**values)
+    return values
+
+
+def real_model_spec(config: dict) -> dict:
+    """ModelSpec kwargs from `real.model` (the embedded model loads from its converted copy)."""
+    model = config["real"]["model"]
+    spec = {
+        key: model[key]
+        for key in ("name", "layer", "hook", "context", "batch_size", "dtype", "revision")
+    }
+    spec["device"] = config["device"]
+    if model.get("embedded"):
+        spec["local_dir"] = REAL_MODEL_DIR
+    return spec
+
+
+REAL_MODEL_DIR = "resources/model"
+
+
+def check_real_config(config: dict) -> None:
+    study = config.get("real")
+    if study is None:
+        return
+    for name in study["enabled_runs"]:
+        if name not in study["runs"]:
+            raise ConfigError(
+                f"real.enabled_runs: {name!r} is not a group under real.runs "
+                f"({sorted(study['runs'])})"
+            )
+    for key in study["training"]:
+        if key in RUN_SET_FIELDS | {"snapshot_samples"}:
+            raise ConfigError(f"real.training.{key}: set per run, not in training")
+    l0s = real_l0s(config)
+    table_l0 = study.get("table_l0")
+    if table_l0 is not None and int(table_l0) not in l0s:
+        raise ConfigError(f"real.table_l0: {table_l0} is not one of the L0 values {l0s}")
+    for name, spec in study["runs"].items():
+        for l0 in spec.get("l0s") or []:
+            if int(l0) not in l0s:
+                raise ConfigError(f"real.runs.{name}.l0s: {l0} is not one of real.l0s {l0s}")
+    model = study["model"]
+    if model["layer"] < 0:
+        raise ConfigError(f"real.model.layer: {model['layer']} must be >= 0")
+    for run in real_runs(config):
+        try:
+            real_train_config(config, **run)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"real run {run}: {error}") from error

@@ -1,0 +1,261 @@
+# Case study 2: real residual-stream activations.
+# model + corpus -> token windows -> activation stores -> checkpoints
+# -> per-checkpoint metrics -> metric tables -> figures and table 1
+
+
+rule real_all:
+    input:
+        "results/real/metrics.csv",
+        "results/real/table1.csv",
+        "figures/table1.pdf",
+        "figures/real_reconstruction.pdf",
+        "figures/real_drift.pdf",
+
+
+rule real_fetch_model:
+    output:
+        model_dir=directory(REAL_MODEL_DIR),
+    params:
+        embedded=REAL["model"]["embedded"],
+    log:
+        "logs/real/fetch_model.log",
+    benchmark:
+        "benchmarks/real/fetch_model.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../workflow_scripts/real_fetch_model.py"
+
+
+rule real_fetch_corpus:
+    output:
+        archives="resources/corpus/archives/fetch_manifest.json",
+    params:
+        sources=REAL["corpus"]["offline_sources"],
+    log:
+        "logs/real/fetch_corpus.log",
+    benchmark:
+        "benchmarks/real/fetch_corpus.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    script:
+        "../workflow_scripts/corpus_fetch.py"
+
+
+rule real_corpus:
+    input:
+        unpack(real_corpus_inputs),
+    output:
+        corpus="resources/corpus/corpus.jsonl.gz",
+        manifest="resources/corpus/corpus.manifest.json",
+    params:
+        corpus=REAL["corpus"],
+    log:
+        "logs/real/corpus.log",
+    benchmark:
+        "benchmarks/real/corpus.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow_scripts/real_corpus.py"
+
+
+rule real_tokenise:
+    input:
+        unpack(real_model_inputs),
+        corpus=rules.real_corpus.output.corpus,
+    output:
+        windows="results/real/tokens/{split}.npy",
+    params:
+        model=REAL_MODEL_SPEC,
+        windows=lambda wc: real_windows(wc.split),
+    log:
+        "logs/real/tokenise/{split}.log",
+    benchmark:
+        "benchmarks/real/tokenise/{split}.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow_scripts/real_tokenise.py"
+
+
+rule real_extract:
+    input:
+        unpack(real_model_inputs),
+        windows=rules.real_tokenise.output.windows,
+    output:
+        manifest="results/real/activations/{split}/manifest.json",
+    params:
+        model=REAL_MODEL_SPEC,
+        activations=REAL["activations"],
+    log:
+        "logs/real/extract/{split}.log",
+    benchmark:
+        "benchmarks/real/extract/{split}.tsv"
+    threads: config["threads"]["extract"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    script:
+        "../workflow_scripts/real_extract.py"
+
+
+rule real_splice_reference:
+    input:
+        unpack(real_model_inputs),
+        windows="results/real/tokens/eval.npy",
+    output:
+        reference="results/real/splice_reference.safetensors",
+        summary="results/real/splice_reference.json",
+    params:
+        model=REAL_MODEL_SPEC,
+        windows=REAL["activations"]["splice_windows"],
+    log:
+        "logs/real/splice_reference.log",
+    benchmark:
+        "benchmarks/real/splice_reference.tsv"
+    threads: config["threads"]["extract"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../workflow_scripts/real_splice_reference.py"
+
+
+rule real_train:
+    input:
+        manifest="results/real/activations/train/manifest.json",
+    output:
+        weights=f"{REAL_RUN_DIR}/sae.safetensors",
+        config=f"{REAL_RUN_DIR}/sae.json",
+        curve=f"{REAL_RUN_DIR}/curve.csv",
+        saelens_cfg=f"{REAL_RUN_DIR}/saelens/cfg.json",
+        saelens_weights=f"{REAL_RUN_DIR}/saelens/sae_weights.safetensors",
+    params:
+        train=lambda wc: saesanity_workflow.real_train_config(config, **wc),
+        device=config["device"],
+        shuffle_shards=REAL["activations"]["shuffle_shards"],
+        saelens=REAL_SAELENS_METADATA,
+    log:
+        f"logs/real/train/{REAL_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/real/train/{REAL_RUN_PATH}.tsv"
+    threads: config["threads"]["train"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    script:
+        "../workflow_scripts/real_train.py"
+
+
+rule real_evaluate:
+    input:
+        unpack(real_model_inputs),
+        weights=rules.real_train.output.weights,
+        config=rules.real_train.output.config,
+        eval_manifest="results/real/activations/eval/manifest.json",
+        reference=rules.real_splice_reference.output.reference,
+    output:
+        metrics=f"{REAL_RUN_DIR}/eval.json",
+        drift=f"{REAL_RUN_DIR}/drift.csv",
+    params:
+        model=REAL_MODEL_SPEC,
+        eval_tokens=REAL["activations"]["eval_tokens"],
+        batch_size=REAL["model"]["batch_size"],
+    log:
+        f"logs/real/evaluate/{REAL_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/real/evaluate/{REAL_RUN_PATH}.tsv"
+    threads: config["threads"]["evaluate"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow_scripts/real_evaluate.py"
+
+
+rule real_reconstruction_metrics:
+    input:
+        real_run_files("eval.json"),
+    output:
+        "results/real/reconstruction.csv",
+    log:
+        "logs/real/metrics/reconstruction.log",
+    benchmark:
+        "benchmarks/real/metrics/reconstruction.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/real_metrics.py"
+
+
+rule real_metrics:
+    # Later metric families (sparse probing, RAVEL, AutoInterp) add their CSVs here.
+    input:
+        "results/real/reconstruction.csv",
+    output:
+        "results/real/metrics.csv",
+    log:
+        "logs/real/metrics/all.log",
+    benchmark:
+        "benchmarks/real/metrics/all.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/real_join.py"
+
+
+rule real_table1:
+    input:
+        metrics="results/real/metrics.csv",
+    output:
+        csv="results/real/table1.csv",
+        pdf="figures/table1.pdf",
+    params:
+        l0=saesanity_workflow.real_table_l0(config),
+        title=REAL_TABLE_TITLE,
+    log:
+        "logs/real/table1.log",
+    benchmark:
+        "benchmarks/real/table1.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/real_table1.py"
+
+
+rule real_figures:
+    input:
+        metrics="results/real/metrics.csv",
+        drift=real_run_files("drift.csv", trained_only=True),
+    output:
+        reconstruction="figures/real_reconstruction.pdf",
+        drift="figures/real_drift.pdf",
+    log:
+        "logs/real/figures.log",
+    benchmark:
+        "benchmarks/real/figures.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/real_figures.py"

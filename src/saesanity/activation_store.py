@@ -1,0 +1,309 @@
+"""Tokenised windows and sharded on-disk activation dumps.
+
+Layout of one store (a directory):
+
+    manifest.json        model, revision/sha256, layer, hook, context, dtype,
+                         d_model, token count, normalisation constant, and per
+                         shard: file, token count, sha256
+    shard_00000.npy ...  [tokens, d_model] arrays, one per `windows_per_shard`
+                         consecutive windows (so an interrupted extraction
+                         resumes at the first missing shard)
+
+BOS: position 0 of every window is the BOS token, whose residual norm is an
+outlier by two orders of magnitude (SmolLM2-135M layer 14: ~25,000 vs ~210 for
+other tokens). It carries no information about the text and would dominate the
+SAE's loss, so it is left out of the store (as SAELens' `exclude_special_tokens`
+and dictionary_learning do) and kept clean when a reconstruction is spliced in.
+
+Training reads the store through `ActivationStore.batch(step, batch_size)`:
+a seeded shuffle over groups of `shuffle_shards` shards per epoch, so a batch is
+a pure function of (seed, step) - which makes training resumable - and memory
+holds at most two groups, whatever the store's size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from saesanity.checkpoint import atomic_write, write_json
+from saesanity.data import derive_seed
+from saesanity.language_model import LanguageModel, sha256_of
+
+log = logging.getLogger(__name__)
+
+STORE_DTYPES = ("float32", "float16")
+
+
+class StoreError(ValueError):
+    """A store that is missing, corrupted or does not match what was asked for."""
+
+
+def tokenise_windows(
+    texts: Iterable[str],
+    tokenizer,
+    context: int,
+    bos_token_id: int,
+    max_windows: int,
+    separator_token_id: int | None = None,
+) -> np.ndarray:
+    """Fixed windows [n, context] (int32): BOS, then `context - 1` tokens of the
+    concatenated documents (each followed by `separator_token_id`, e.g. EOS).
+
+    Documents are consumed in the given order (the corpus is already shuffled
+    with its seed) until `max_windows` windows are full; the last partial
+    window is dropped.
+    """
+    if context < 2:
+        raise ValueError(f"model.context = {context}: expected >= 2")
+    body = context - 1
+    needed = max_windows * body
+    stream: list[int] = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        stream.extend(ids)
+        if separator_token_id is not None:
+            stream.append(separator_token_id)
+        if len(stream) >= needed:
+            break
+    n_windows = min(max_windows, len(stream) // body)
+    if n_windows == 0:
+        raise ValueError(f"the corpus gave {len(stream)} tokens, fewer than one window ({body})")
+    windows = np.empty((n_windows, context), dtype=np.int32)
+    windows[:, 0] = bos_token_id
+    windows[:, 1:] = np.asarray(stream[: n_windows * body], dtype=np.int32).reshape(n_windows, body)
+    return windows
+
+
+def save_array(array: np.ndarray, path: str | Path) -> None:
+    """Atomic np.save (through a handle: np.save appends ".npy" to other names)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def save_windows(windows: np.ndarray, path: str | Path) -> None:
+    save_array(windows, path)
+
+
+def load_windows(path: str | Path) -> np.ndarray:
+    try:
+        windows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise StoreError(f"{path}: cannot read token windows ({error})") from error
+    if windows.ndim != 2 or windows.dtype != np.int32:
+        raise StoreError(f"{path}: expected an int32 [windows, context] array, got {windows.shape}")
+    return windows
+
+
+def _shard_name(index: int) -> str:
+    return f"shard_{index:05d}.npy"
+
+
+def extract_activations(
+    model: LanguageModel,
+    windows: np.ndarray,
+    out_dir: str | Path,
+    windows_per_shard: int,
+    dtype: str = "float32",
+    exclude_bos: bool = True,
+    extra_manifest: dict | None = None,
+) -> dict:
+    """Run `model` over `windows` (stopping at the hooked layer) and write shards
+    plus the manifest (last, atomically: a store without manifest is incomplete).
+    Existing shards whose content matches are kept, so a killed run resumes."""
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"activations.dtype = {dtype!r}: expected one of {STORE_DTYPES}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = 1 if exclude_bos else 0
+    tokens_per_window = windows.shape[1] - first
+    n_shards = math.ceil(len(windows) / windows_per_shard)
+    batch = model.spec.batch_size
+    shards = []
+    sum_sq = 0.0
+    sum_sq_bos = 0.0
+    n_tokens = 0
+    progress = tqdm(total=len(windows), desc="extract", unit="window", mininterval=10)
+    for index in range(n_shards):
+        rows = windows[index * windows_per_shard : (index + 1) * windows_per_shard]
+        path = out_dir / _shard_name(index)
+        expected_shape = (len(rows) * tokens_per_window, model.d_model)
+        activations = _existing_shard(path, expected_shape, dtype)
+        if activations is None:
+            parts, bos_parts = [], []
+            for start in range(0, len(rows), batch):
+                tokens = torch.from_numpy(rows[start : start + batch]).long()
+                residual = model.residual(tokens)
+                bos_parts.append(residual[:, 0].pow(2).sum(-1).double())
+                parts.append(residual[:, first:].reshape(-1, model.d_model))
+            activations = torch.cat(parts).numpy().astype(dtype)
+            bos_sq = torch.cat(bos_parts)
+            save_array(activations, path)
+        else:
+            bos_sq = torch.full((len(rows),), float("nan"), dtype=torch.float64)
+        progress.update(len(rows))
+        values = torch.from_numpy(activations).double()
+        sum_sq += float(values.pow(2).sum())
+        sum_sq_bos += float(bos_sq.sum())
+        n_tokens += len(values)
+        shards.append({"file": path.name, "tokens": len(values), "sha256": sha256_of(path)})
+    progress.close()
+    mean_sq_norm = sum_sq / n_tokens
+    manifest = {
+        **(extra_manifest or {}),
+        "model": model.spec.name,
+        "layer": model.spec.layer,
+        "hook": model.spec.hook_name,
+        "context": int(windows.shape[1]),
+        "dtype": dtype,
+        "d_model": model.d_model,
+        "windows": len(windows),
+        "tokens": n_tokens,
+        "exclude_bos": exclude_bos,
+        "windows_per_shard": windows_per_shard,
+        # Normalisation constant: inputs are scaled by input_scale so that
+        # E||x||^2 = 1 over the stored (non-BOS) tokens.
+        "mean_squared_norm": mean_sq_norm,
+        "input_scale": 1.0 / math.sqrt(mean_sq_norm),
+        # Documented, not used: how far BOS is from the rest (NaN if resumed).
+        "bos_mean_squared_norm": sum_sq_bos / len(windows),
+        "shards": shards,
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _existing_shard(path: Path, shape: tuple[int, int], dtype: str) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return array if array.shape == shape and array.dtype == np.dtype(dtype) else None
+
+
+class ActivationStore:
+    """Reads a store; `batch(step, batch_size)` is a deterministic shuffled stream."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        seed: int = 0,
+        shuffle_shards: int = 4,
+        verify: bool = True,
+        expect: dict | None = None,
+    ):
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise StoreError(f"{manifest_path}: missing or unreadable ({error})") from error
+        for key, value in (expect or {}).items():
+            if self.manifest.get(key) != value:
+                raise StoreError(
+                    f"{manifest_path}: {key} = {self.manifest.get(key)!r}, expected {value!r} "
+                    "(the store was extracted with another model/config; delete it to re-extract)"
+                )
+        self.d_in = int(self.manifest["d_model"])
+        self.shard_tokens = [int(s["tokens"]) for s in self.manifest["shards"]]
+        self.n_tokens = sum(self.shard_tokens)
+        self.input_scale = float(self.manifest["input_scale"])
+        if verify:
+            self.verify()
+        self.seed = seed
+        self.shuffle_shards = max(1, shuffle_shards)
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def verify(self) -> None:
+        """Every shard exists, has the recorded sha256, shape and dtype."""
+        for shard in self.manifest["shards"]:
+            path = self.path / shard["file"]
+            if not path.exists():
+                raise StoreError(f"{path}: shard listed in the manifest is missing")
+            actual = sha256_of(path)
+            if actual != shard["sha256"]:
+                raise StoreError(
+                    f"{path}: sha256 {actual} does not match the manifest's {shard['sha256']} "
+                    "(corrupted or replaced shard)"
+                )
+            self._read_shard(shard)
+
+    def _read_shard(self, shard: dict) -> np.ndarray:
+        path = self.path / shard["file"]
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise StoreError(f"{path}: unreadable shard ({error})") from error
+        expected = (int(shard["tokens"]), self.d_in)
+        if array.shape != expected or array.dtype != np.dtype(self.manifest["dtype"]):
+            raise StoreError(
+                f"{path}: shape {array.shape} dtype {array.dtype}, expected {expected} "
+                f"{self.manifest['dtype']} (manifest)"
+            )
+        return array
+
+    # --- sequential reading (evaluation) ---
+    def iter_batches(
+        self, batch_size: int, max_tokens: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Tokens in stored order, float32, at most `max_tokens` in all."""
+        remaining = self.n_tokens if max_tokens is None else min(max_tokens, self.n_tokens)
+        for shard in self.manifest["shards"]:
+            array = torch.from_numpy(self._read_shard(shard)).float()
+            for start in range(0, len(array), batch_size):
+                if remaining <= 0:
+                    return
+                piece = array[start : start + min(batch_size, remaining)]
+                remaining -= len(piece)
+                yield piece
+
+    # --- shuffled stream (training) ---
+    def _groups(self, epoch: int) -> tuple[list[list[int]], list[int]]:
+        order = np.random.default_rng(derive_seed(self.seed, f"store_epoch{epoch}")).permutation(
+            len(self.shard_tokens)
+        )
+        groups = [
+            [int(i) for i in order[g : g + self.shuffle_shards]]
+            for g in range(0, len(order), self.shuffle_shards)
+        ]
+        ends = np.cumsum([sum(self.shard_tokens[i] for i in group) for group in groups]).tolist()
+        return groups, ends
+
+    def _group_tensor(self, epoch: int, group_index: int, group: list[int]) -> torch.Tensor:
+        key = (epoch, group_index)
+        if key not in self._cache:
+            if len(self._cache) >= 2:  # bounded memory: the current and the previous group
+                self._cache.pop(next(iter(self._cache)))
+            array = np.concatenate([self._read_shard(self.manifest["shards"][i]) for i in group])
+            rng = np.random.default_rng(derive_seed(self.seed, f"store_rows{epoch}_{group_index}"))
+            self._cache[key] = torch.from_numpy(array[rng.permutation(len(array))]).float()
+        return self._cache[key]
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        pieces = []
+        position = step * batch_size
+        end = position + batch_size
+        while position < end:
+            epoch, offset = divmod(position, self.n_tokens)
+            groups, ends = self._groups(epoch)
+            group_index = bisect.bisect_right(ends, offset)
+            start = ends[group_index - 1] if group_index > 0 else 0
+            rows = self._group_tensor(epoch, group_index, groups[group_index])
+            take = min(end - position, ends[group_index] - offset)
+            pieces.append(rows[offset - start : offset - start + take])
+            position += take
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()

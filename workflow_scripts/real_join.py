@@ -1,0 +1,11 @@
+"""Snakemake script: join the per-family metric tables into results/real/metrics.csv."""
+
+import pandas as pd
+
+from saesanity.real_study import join_metric_families
+from saesanity.synthetic_study import write_csv
+from saesanity.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+frames = [pd.read_csv(path) for path in snakemake.input]
+write_csv(join_metric_families(frames), snakemake.output[0])

@@ -1,0 +1,13 @@
+"""Snakemake script: table 1 (CSV + PDF) at the middle L0."""
+
+import pandas as pd
+
+from saesanity.real_plots import figure_table1
+from saesanity.real_study import table1
+from saesanity.synthetic_study import write_csv
+from saesanity.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+table = table1(pd.read_csv(snakemake.input.metrics), int(snakemake.params.l0))
+write_csv(table, snakemake.output.csv)
+figure_table1(table, snakemake.output.pdf, title=snakemake.params.title)
