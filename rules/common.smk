@@ -57,13 +57,18 @@ wildcard_constraints:
     target_l0=r"\d+",
 
 
-def real_run_files(name, trained_only=False):
+def real_run_files(name, trained_only=False, target_l0=None):
     """Per-run files (`name` in the run directory) of the enabled real runs."""
     return [
         f"{saesanity_workflow.real_run_dir(run)}/{name}"
         for run in REAL_RUNS
-        if not trained_only or run["variant"] == "trained"
+        if (not trained_only or run["variant"] == "trained")
+        and (target_l0 is None or int(run["target_l0"]) == int(target_l0))
     ]
+
+
+def real_run_l0s():
+    return sorted({run["target_l0"] for run in REAL_RUNS})
 
 
 def real_model_inputs(wildcards):

@@ -99,7 +99,7 @@ rule real_extract:
         manifest="results/real/activations/{split}/manifest.json",
     params:
         model=REAL_MODEL_SPEC,
-        activations=REAL["activations"],
+        activations={key: REAL["activations"][key] for key in ("windows_per_shard", "dtype")},
     log:
         "logs/real/extract/{split}.log",
     benchmark:
@@ -196,23 +196,39 @@ rule real_evaluate:
 
 rule real_reconstruction_metrics:
     input:
-        real_run_files("eval.json"),
+        lambda wc: real_run_files("eval.json", target_l0=wc.target_l0),
     output:
-        "results/real/reconstruction.csv",
+        "results/real/l0_{target_l0}/reconstruction.csv",
     log:
-        "logs/real/metrics/reconstruction.log",
+        "logs/real/metrics/reconstruction_l0_{target_l0}.log",
     benchmark:
-        "benchmarks/real/metrics/reconstruction.tsv"
+        "benchmarks/real/metrics/reconstruction_l0_{target_l0}.tsv"
     conda:
         "../envs/saesanity.yaml"
     script:
         "../workflow_scripts/real_metrics.py"
 
 
-rule real_metrics:
-    # Later metric families (sparse probing, RAVEL, AutoInterp) add their CSVs here.
+rule real_l0_metrics:
+    # One table per L0 joins the metric families; later issues (sparse probing,
+    # RAVEL, AutoInterp) add their per-L0 CSVs to this rule's input.
     input:
-        "results/real/reconstruction.csv",
+        "results/real/l0_{target_l0}/reconstruction.csv",
+    output:
+        "results/real/l0_{target_l0}/metrics.csv",
+    log:
+        "logs/real/metrics/all_l0_{target_l0}.log",
+    benchmark:
+        "benchmarks/real/metrics/all_l0_{target_l0}.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/real_join.py"
+
+
+rule real_metrics:
+    input:
+        expand("results/real/l0_{target_l0}/metrics.csv", target_l0=real_run_l0s()),
     output:
         "results/real/metrics.csv",
     log:
@@ -222,12 +238,13 @@ rule real_metrics:
     conda:
         "../envs/saesanity.yaml"
     script:
-        "../workflow_scripts/real_join.py"
+        "../workflow_scripts/concat_tables.py"
 
 
 rule real_table1:
+    # Only the runs at the table's L0: `snakemake figures/table1.pdf` trains nothing else.
     input:
-        metrics="results/real/metrics.csv",
+        metrics=f"results/real/l0_{saesanity_workflow.real_table_l0(config)}/metrics.csv",
     output:
         csv="results/real/table1.csv",
         pdf="figures/table1.pdf",

@@ -154,10 +154,13 @@ def real_runs(config: dict) -> list[dict]:
     for name in study["enabled_runs"]:
         spec = study["runs"][name]
         l0s = spec.get("l0s") or real_l0s(config)
-        for combo in itertools.product(
-            spec["architectures"], spec["variants"], spec["inits"], l0s, spec["seeds"]
+        # `variants` maps each variant to the inits it is run with.
+        pairs = [(v, init) for v, inits in spec["variants"].items() for init in inits]
+        for architecture, (variant, init), l0, seed in itertools.product(
+            spec["architectures"], pairs, l0s, spec["seeds"]
         ):
-            runs[tuple(combo)] = dict(zip(REAL_RUN_KEYS, combo, strict=True))
+            combo = (architecture, variant, init, l0, seed)
+            runs[combo] = dict(zip(REAL_RUN_KEYS, combo, strict=True))
     return [runs[key] for key in sorted(runs)]
 
 
@@ -227,8 +230,8 @@ def check_real_config(config: dict) -> None:
     table_l0 = study.get("table_l0")
     if table_l0 is not None and int(table_l0) not in l0s:
         raise ConfigError(f"real.table_l0: {table_l0} is not one of the L0 values {l0s}")
-    for name, spec in study["runs"].items():
-        for l0 in spec.get("l0s") or []:
+    for name in study["enabled_runs"]:
+        for l0 in study["runs"][name].get("l0s") or []:
             if int(l0) not in l0s:
                 raise ConfigError(f"real.runs.{name}.l0s: {l0} is not one of real.l0s {l0s}")
     model = study["model"]
