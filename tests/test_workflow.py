@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -40,8 +42,11 @@ def planned_jobs(result) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, embedded_model_dir):
     workdir = tmp_path_factory.mktemp("smoke")
+    # The converted embedded model, fetched once per session by the same code as the
+    # real_fetch_model rule (conftest.py), stands in for that rule's output.
+    shutil.copytree(embedded_model_dir, workdir / "resources" / "model")
     result = snakemake(workdir, "--cores", "2", "all")
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
@@ -69,6 +74,40 @@ def test_smoke_run_builds_tables_and_figures(smoke_run):
     # Every rule wrote its log and benchmark.
     assert any((smoke_run / "logs").rglob("*.log"))
     assert any((smoke_run / "benchmarks").rglob("*.tsv"))
+
+
+def test_smoke_run_builds_table1_from_the_real_model(smoke_run):
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["real"]
+    assert (smoke_run / "figures/table1.pdf").read_bytes().startswith(b"%PDF")
+    for figure in ["real_reconstruction", "real_drift"]:
+        assert (smoke_run / f"figures/{figure}.pdf").read_bytes().startswith(b"%PDF")
+    metrics = pd.read_csv(smoke_run / "results/real/metrics.csv")
+    # 4 trained architectures at L0 8 + TopK's 4 variants at L0 16 (+3 baselines at 8).
+    assert len(metrics) == 11
+    reference = json.loads((smoke_run / "results/real/splice_reference.json").read_text())
+    assert reference["ce_zero_ablation"] > reference["ce_clean"]
+    assert (metrics["ce_loss"] > reference["ce_clean"]).all()
+    assert metrics["explained_variance"].between(-1, 1).all()
+    topk = metrics[metrics["architecture"] == "topk"]
+    assert (topk["l0"] == topk["target_l0"]).all()  # TopK keeps exactly k latents
+    table = pd.read_csv(smoke_run / "results/real/table1.csv")
+    assert set(table["architecture"]) == {"relu", "topk", "batchtopk", "jumprelu"}
+    assert "best frozen - trained (%)" in set(table["variant"])
+    # Frozen tensors stayed at their random initial values.
+    run = smoke_run / "results/real/runs/topk"
+    frozen_decoder = load_file(str(run / "frozen_decoder/cov/l0_8/seed0/sae.safetensors"))
+    assert torch.equal(frozen_decoder["W_dec"], frozen_decoder["W_dec_init"])
+    frozen_encoder = load_file(str(run / "frozen_encoder/iso/l0_8/seed0/sae.safetensors"))
+    assert torch.equal(frozen_encoder["W_enc"], frozen_encoder["W_dec_init"])
+    assert not torch.equal(frozen_encoder["W_dec"], frozen_encoder["W_dec_init"])
+    # Each checkpoint is also in SAELens's layout, and the store has its manifest.
+    cfg = json.loads((run / "trained/iso/l0_8/seed0/saelens/cfg.json").read_text())
+    assert cfg["d_sae"] == smoke["expansion"] * 576 and cfg["k"] == 8
+    manifest = json.loads((smoke_run / "results/real/activations/train/manifest.json").read_text())
+    assert manifest["tokens"] >= smoke["activations"]["train_tokens"]
+    drift = pd.read_csv(run / "trained/iso/l0_8/seed0/drift.csv")
+    assert drift["cosine_to_init"].between(-1, 1 + 1e-5).all()
+    assert drift["samples_seen"].nunique() == 2  # snapshots at 5% and 10% of training
 
 
 def test_up_to_date_after_the_run(smoke_run):
@@ -105,6 +144,26 @@ def test_changing_a_regime_reruns_only_that_regime(smoke_run, tmp_path):
     assert jobs["synthetic_regime_metrics"] == 1  # the constant regime's table is kept
 
 
+def test_table1_builds_only_the_runs_at_its_l0(tmp_path):
+    result = snakemake(tmp_path, "-n", "figures/table1.pdf", configs=("config.yaml",))
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = planned_jobs(result)
+    # 16 runs at L0 40 (4 architectures x 4 variants); nothing synthetic, no other L0.
+    assert jobs["real_train"] == 16 and jobs["real_evaluate"] == 16
+    assert not any(rule.startswith("synthetic") for rule in jobs)
+    assert "l0_20" not in result.stdout and "l0_80" not in result.stdout
+
+
+def test_paper_config_resolves_the_full_grid(tmp_path):
+    result = snakemake(tmp_path, "-n", "all", configs=("config.yaml", "config/paper.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = planned_jobs(result)
+    # 4 architectures x 7 (variant, init) pairs x 5 L0s x 3 seeds.
+    assert jobs["real_train"] == 420
+    assert jobs["real_reconstruction_metrics"] == 5  # the study's five L0s
+    assert "real_fetch_model" not in jobs and "real_fetch_corpus" not in jobs  # hub sources
+
+
 def test_one_figure_builds_only_what_it_needs(tmp_path):
     result = snakemake(tmp_path, "-n", "figures/synthetic_variable.pdf")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -120,6 +179,7 @@ def test_default_config_resolves_and_lints(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
     assert jobs["synthetic_train"] == 30
+    assert jobs["real_train"] == 32  # TopK/BatchTopK at 3 L0s, ReLU/JumpReLU at one
     lint = subprocess.run(
         [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")],
         capture_output=True, text=True, cwd=REPO,
