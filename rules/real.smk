@@ -152,6 +152,7 @@ rule real_train:
         device=config["device"],
         shuffle_shards=REAL["activations"]["shuffle_shards"],
         saelens=REAL_SAELENS_METADATA,
+        outlier_factor=REAL["activations"]["outlier_norm_factor"],
     log:
         f"logs/real/train/{REAL_RUN_PATH}.log",
     benchmark:
@@ -179,6 +180,7 @@ rule real_evaluate:
     params:
         model=REAL_MODEL_SPEC,
         eval_tokens=REAL["activations"]["eval_tokens"],
+        outlier_factor=REAL["activations"]["outlier_norm_factor"],
         batch_size=REAL["model"]["batch_size"],
     log:
         f"logs/real/evaluate/{REAL_RUN_PATH}.log",

@@ -274,3 +274,30 @@ def test_table1_reports_mean_std_and_best_frozen_minus_trained():
     assert math.isnan(delta["ce_loss_std"])
     with pytest.raises(ValueError, match="no run has target L0 80"):
         table1(pd.DataFrame(rows), l0=80)
+
+
+def test_outlier_tokens_are_left_out_of_the_stream(store_dir):
+    everything = ActivationStore(store_dir)
+    all_tokens = torch.cat(list(everything.iter_batches(batch_size=64)))
+    norms = all_tokens.norm(dim=1)
+    factor = float(norms.max() / norms.median()) * 0.99  # drops exactly the largest norm(s)
+    filtered = ActivationStore(store_dir, outlier_factor=factor, shuffle_shards=2)
+    kept = norms <= factor * everything.median_norm
+    assert filtered.outliers_dropped == int((~kept).sum()) >= 1
+    assert filtered.n_tokens == int(kept.sum())
+    torch.testing.assert_close(torch.cat(list(filtered.iter_batches(50))), all_tokens[kept])
+    epoch = torch.cat([filtered.batch(step, filtered.n_tokens) for step in range(1)])
+    assert epoch.norm(dim=1).max() <= factor * everything.median_norm
+    expected_scale = 1 / all_tokens[kept].pow(2).sum(1).mean().sqrt()
+    assert filtered.input_scale == pytest.approx(float(expected_scale), rel=1e-5)
+
+
+def test_outliers_stay_clean_when_splicing(language_model, windows, tmp_path):
+    summary = build_splice_reference(language_model, windows[:4], tmp_path / "ref.st", 4)
+    reference, _ = load_splice_reference(tmp_path / "ref.st")
+    everywhere = splice_metrics(language_model, torch.zeros_like, reference, summary, 4)
+    # A factor of 1 leaves every token above the median norm clean: half the positions.
+    half = splice_metrics(language_model, torch.zeros_like, reference, summary, 4, 1.0)
+    assert everywhere["spliced_fraction"] == 1.0
+    assert half["spliced_fraction"] == pytest.approx(0.5, abs=0.05)
+    assert half["ce_loss"] < everywhere["ce_loss"]

@@ -87,7 +87,9 @@ def test_smoke_run_builds_table1_from_the_real_model(smoke_run):
     reference = json.loads((smoke_run / "results/real/splice_reference.json").read_text())
     assert reference["ce_zero_ablation"] > reference["ce_clean"]
     assert (metrics["ce_loss"] > reference["ce_clean"]).all()
-    assert metrics["explained_variance"].between(-1, 1).all()
+    # 30 steps on 4k tokens: EV can be anything below 1, but it is a finite number.
+    assert metrics["explained_variance"].lt(1).all() and metrics["explained_variance"].notna().all()
+    assert (metrics["spliced_fraction"] > 0.9).all()
     topk = metrics[metrics["architecture"] == "topk"]
     assert (topk["l0"] == topk["target_l0"]).all()  # TopK keeps exactly k latents
     table = pd.read_csv(smoke_run / "results/real/table1.csv")

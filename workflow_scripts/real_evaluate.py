@@ -22,4 +22,5 @@ evaluate_real_run(
     batch_size=int(snakemake.params.batch_size),
     out_json=snakemake.output.metrics,
     out_drift_csv=snakemake.output.drift,
+    outlier_factor=snakemake.params.outlier_factor,
 )

@@ -14,4 +14,5 @@ train_real_run(
     device=snakemake.params.device,
     shuffle_shards=int(snakemake.params.shuffle_shards),
     saelens_metadata=dict(snakemake.params.saelens),
+    outlier_factor=snakemake.params.outlier_factor,
 )

@@ -15,6 +15,13 @@ other tokens). It carries no information about the text and would dominate the
 SAE's loss, so it is left out of the store (as SAELens' `exclude_special_tokens`
 and dictionary_learning do) and kept clean when a reconstruction is spliced in.
 
+Other outliers: a few further tokens (0.03% of them here, mostly the first token
+after BOS, acting as attention sinks) have BOS-like norms, up to ~175x the
+median, and so hold ~80% of the stored activations' variance: explained variance
+would measure little else. Readers therefore leave out tokens whose norm exceeds
+`outlier_factor` x the store's median norm (config `outlier_norm_factor`); the
+shards keep them, so the factor can change without re-extracting.
+
 Training reads the store through `ActivationStore.batch(step, batch_size)`:
 a seeded shuffle over groups of `shuffle_shards` shards per epoch, so a batch is
 a pure function of (seed, step) - which makes training resumable - and memory
@@ -196,7 +203,13 @@ def _existing_shard(path: Path, shape: tuple[int, int], dtype: str) -> np.ndarra
 
 
 class ActivationStore:
-    """Reads a store; `batch(step, batch_size)` is a deterministic shuffled stream."""
+    """Reads a store; `batch(step, batch_size)` is a deterministic shuffled stream.
+
+    `outlier_factor`: tokens whose activation norm exceeds `outlier_factor` times
+    the store's median norm are left out (see the module docstring); None keeps
+    every stored token. The normalisation constant `input_scale` (E||x||^2 = 1)
+    is computed over the tokens kept.
+    """
 
     def __init__(
         self,
@@ -205,6 +218,7 @@ class ActivationStore:
         shuffle_shards: int = 4,
         verify: bool = True,
         expect: dict | None = None,
+        outlier_factor: float | None = None,
     ):
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
@@ -219,30 +233,55 @@ class ActivationStore:
                     "(the store was extracted with another model/config; delete it to re-extract)"
                 )
         self.d_in = int(self.manifest["d_model"])
-        self.shard_tokens = [int(s["tokens"]) for s in self.manifest["shards"]]
-        self.n_tokens = sum(self.shard_tokens)
-        self.input_scale = float(self.manifest["input_scale"])
-        if verify:
-            self.verify()
         self.seed = seed
         self.shuffle_shards = max(1, shuffle_shards)
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._keep: list[np.ndarray] | None = None
+        self._scan(verify, outlier_factor)
+
+    def _scan(self, verify: bool, outlier_factor: float | None) -> None:
+        """One pass over the shards: checksums, shapes, norms, outlier masks, scale."""
+        norms = []
+        for shard in self.manifest["shards"]:
+            if verify:
+                self._check_sha256(shard)
+            array = self._read_raw(shard)
+            norms.append(np.sqrt(np.square(array, dtype=np.float64).sum(1)))
+        all_norms = np.concatenate(norms)
+        self.median_norm = float(np.median(all_norms))
+        self.outlier_factor = outlier_factor
+        if outlier_factor is not None:
+            limit = outlier_factor * self.median_norm
+            self._keep = [n <= limit for n in norms]
+            kept = np.concatenate(self._keep)
+        else:
+            kept = np.ones(len(all_norms), dtype=bool)
+        self.outliers_dropped = int((~kept).sum())
+        self.shard_tokens = (
+            [int(k.sum()) for k in self._keep] if self._keep else [len(n) for n in norms]
+        )
+        self.n_tokens = sum(self.shard_tokens)
+        # E||x||^2 = 1 over the tokens the SAEs see (the manifest's constant covers all).
+        self.input_scale = float(1.0 / np.sqrt(np.mean(np.square(all_norms[kept]))))
+
+    def _check_sha256(self, shard: dict) -> None:
+        path = self.path / shard["file"]
+        if not path.exists():
+            raise StoreError(f"{path}: shard listed in the manifest is missing")
+        actual = sha256_of(path)
+        if actual != shard["sha256"]:
+            raise StoreError(
+                f"{path}: sha256 {actual} does not match the manifest's {shard['sha256']} "
+                "(corrupted or replaced shard)"
+            )
 
     def verify(self) -> None:
         """Every shard exists, has the recorded sha256, shape and dtype."""
         for shard in self.manifest["shards"]:
-            path = self.path / shard["file"]
-            if not path.exists():
-                raise StoreError(f"{path}: shard listed in the manifest is missing")
-            actual = sha256_of(path)
-            if actual != shard["sha256"]:
-                raise StoreError(
-                    f"{path}: sha256 {actual} does not match the manifest's {shard['sha256']} "
-                    "(corrupted or replaced shard)"
-                )
-            self._read_shard(shard)
+            self._check_sha256(shard)
+            self._read_raw(shard)
 
-    def _read_shard(self, shard: dict) -> np.ndarray:
+    def _read_raw(self, shard: dict) -> np.ndarray:
         path = self.path / shard["file"]
         try:
             array = np.load(path, allow_pickle=False)
@@ -254,6 +293,13 @@ class ActivationStore:
                 f"{path}: shape {array.shape} dtype {array.dtype}, expected {expected} "
                 f"{self.manifest['dtype']} (manifest)"
             )
+        return array
+
+    def _read_shard(self, shard: dict) -> np.ndarray:
+        """A shard's kept tokens."""
+        array = self._read_raw(shard)
+        if self._keep is not None:
+            array = array[self._keep[self.manifest["shards"].index(shard)]]
         return array
 
     # --- sequential reading (evaluation) ---

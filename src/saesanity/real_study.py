@@ -77,12 +77,15 @@ def train_real_run(
     device: str = "cpu",
     shuffle_shards: int = 4,
     saelens_metadata: dict | None = None,
+    outlier_factor: float | None = None,
 ) -> None:
     """Train one SAE or baseline on an activation store and export it for SAELens."""
     config = TrainConfig(**train_config)
     # The run seed orders the data: every variant with the same seed sees the same
     # batches in the same order (the study's "shared data order").
-    store = ActivationStore(store_dir, seed=config.seed, shuffle_shards=shuffle_shards)
+    store = ActivationStore(
+        store_dir, seed=config.seed, shuffle_shards=shuffle_shards, outlier_factor=outlier_factor
+    )
     sae = train(config, store, out_dir, device=device)
     export_saelens(sae, Path(out_dir) / "saelens", saelens_metadata or {})
 
@@ -198,18 +201,26 @@ def splice_metrics(
     reference: dict[str, torch.Tensor],
     summary: dict,
     batch_size: int,
+    outlier_factor: float | None = None,
 ) -> dict[str, float]:
     """CE loss and KL with `reconstruct(activations)` (an SAE's forward: [n, d] ->
-    [n, d]) written at the hook at all positions but BOS, and SAEBench's scores
+    [n, d]) written at the hook at all positions but BOS and, with
+    `outlier_factor`, but the outlier tokens the SAEs never saw (norm above
+    `outlier_factor` x the median; kept clean like BOS), and SAEBench's scores
     against zero-ablation."""
     residual_all, tokens_all = reference["residual"], reference["tokens"].long()
+    norms = residual_all[:, 1:].norm(dim=-1)
+    splice_mask = torch.zeros(residual_all.shape[:2], dtype=torch.bool)
+    splice_mask[:, 1:] = True
+    if outlier_factor is not None:
+        splice_mask[:, 1:] = norms <= outlier_factor * norms.median()
     ce, kl = [], []
     for start in range(0, len(tokens_all), batch_size):
         residual = residual_all[start : start + batch_size]
         tokens = tokens_all[start : start + batch_size]
+        mask = splice_mask[start : start + batch_size]
         spliced = residual.clone()
-        flat = residual[:, 1:].reshape(-1, residual.shape[-1])
-        spliced[:, 1:] = reconstruct(flat).reshape(residual[:, 1:].shape).cpu()
+        spliced[mask] = reconstruct(residual[mask]).cpu()
         clean_logits = model.logits_from_hook(residual)
         new_logits = model.logits_from_hook(spliced)
         ce.append(_token_ce(new_logits, tokens))
@@ -224,6 +235,7 @@ def splice_metrics(
         "ce_loss_score": (ce_zero - ce_sae) / (ce_zero - ce_clean),
         "kl_divergence": kl_sae,
         "kl_div_score": (summary["kl_zero_ablation"] - kl_sae) / summary["kl_zero_ablation"],
+        "spliced_fraction": float(splice_mask[:, 1:].float().mean()),
     }
 
 
@@ -265,16 +277,20 @@ def evaluate_real_run(
     batch_size: int,
     out_json: str | Path,
     out_drift_csv: str | Path,
+    outlier_factor: float | None = None,
 ) -> dict:
+    """Reconstruction metrics of one checkpoint on held-out tokens (the same outlier
+    rule as in training) and its decoder drift table."""
     run_dir = Path(run_dir)
     sae = load_sae(run_dir / "sae.safetensors", run_dir / "sae.json")
     sae_meta = json.loads((run_dir / "sae.json").read_text())
-    store = ActivationStore(eval_store_dir, seed=0)
+    store = ActivationStore(eval_store_dir, seed=0, outlier_factor=outlier_factor)
     tokens = min(eval_tokens, store.n_tokens)
     # One pass over the held-out tokens (a full epoch of the shuffled stream).
     metrics = reconstruction_metrics(sae, store, tokens, min(batch_size * 64, tokens))
     reference, summary = load_splice_reference(reference_path)
-    metrics.update(splice_metrics(model, sae, reference, summary, batch_size))
+    metrics.update(splice_metrics(model, sae, reference, summary, batch_size, outlier_factor))
+    metrics["outliers_dropped"] = store.outliers_dropped
     drift = decoder_drift(run_dir)
     atomic_write(out_drift_csv, lambda tmp: drift.to_csv(tmp, index=False))
     result = {
