@@ -16,9 +16,11 @@ validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/synthetic.smk"
+include: "rules/length_study.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.synthetic_all.input,
+        rules.length_all.input,
