@@ -277,7 +277,8 @@ def settled_table(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         seeds = curve.groupby("samples_seen")["seed"].nunique()
         samples = list(means.index)
         changes = means.diff().abs()
-        settled_at = samples[0] if samples else math.nan
+        # One point alone says nothing about change.
+        settled_at = samples[0] if len(samples) > 1 else math.nan
         for index in range(1, len(samples)):
             if any(changes.iloc[index][m] >= tolerance for m in SETTLE_METRICS):
                 settled_at = samples[index] if index + 1 < len(samples) else math.nan
