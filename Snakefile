@@ -18,6 +18,7 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/synthetic.smk"
 include: "rules/real.smk"
+include: "rules/length_study.smk"
 
 
 rule all:
@@ -25,3 +26,4 @@ rule all:
     input:
         rules.synthetic_all.input,
         rules.real_all.input,
+        rules.length_all.input,

@@ -112,6 +112,34 @@ def test_smoke_run_builds_table1_from_the_real_model(smoke_run):
     assert drift["samples_seen"].nunique() == 2  # snapshots at 5% and 10% of training
 
 
+def test_smoke_run_builds_the_length_study(smoke_run):
+    length = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["length_study"]
+    for figure in ["main", "long", "sensitivity"]:
+        path = smoke_run / "figures" / f"length_{figure}.pdf"
+        assert path.read_bytes().startswith(b"%PDF"), path
+    main = pd.read_csv(smoke_run / "results/length/main.csv")
+    metrics = pd.read_csv(smoke_run / "results/synthetic/metrics.csv")
+    trained = metrics[(metrics["variant"] == "trained") & (metrics["init"] == "iso")]
+    # One row per snapshot reached, then the final point, which is the main evaluation.
+    for _, run in trained.iterrows():
+        same = (main["regime"] == run["regime"]) & (main["architecture"] == run["architecture"])
+        rows = main[same]
+        snapshots = json.loads(run["cfg_snapshot_samples"])
+        assert len(rows) == sum(s < run["samples_seen"] for s in snapshots) + 1
+        final = rows[rows["final"]].iloc[0]
+        assert final["samples_seen"] == run["samples_seen"]
+        assert final["explained_variance"] == pytest.approx(run["explained_variance"])
+    # Baselines are not followed, and keep a config without snapshots.
+    assert metrics.loc[metrics["variant"] != "trained", "cfg_snapshot_samples"].eq("[]").all()
+    long = pd.read_csv(smoke_run / "results/length/long.csv")
+    assert long["samples_seen"].max() == length["long"]["budget_samples"]
+    sensitivity = pd.read_csv(smoke_run / "results/length/sensitivity.csv")
+    # lr x {0.5, 1} at the default batch size, batch sizes {128, 256}: 3 settings.
+    assert len(sensitivity) == 3
+    settled = pd.read_csv(smoke_run / "results/length/main_settled.csv")
+    assert len(settled) == len(trained)
+
+
 def test_up_to_date_after_the_run(smoke_run):
     result = snakemake(smoke_run, "-n", "all")
     assert result.returncode == 0
@@ -201,6 +229,10 @@ BAD_CONFIGS = [
     ({"synthetic": {"runs": {"study": {"regimes": ["bursty"]}}}}, "bursty"),
     ({"synthetic": {"architectures": {"matryoshka": {"group_fractions": [0.5, 0.2]}}}},
      "group_fractions"),
+    ({"length_study": {"first_samples": 0}}, "first_samples"),
+    ({"length_study": {"long": {"enabled": True},
+                       "sensitivity": {"enabled": True, "budget_samples": 3000000}}},
+     "budget_samples"),
 ]  # fmt: skip
 
 

@@ -395,10 +395,13 @@ def train(
             bar.set_postfix(ev=f"{row['explained_variance']:.3f}", l0=f"{row['l0']:.1f}")
         samples_seen = state.step * config.batch_size
         if samples_seen in config.snapshot_samples:
+            # The full state_dict (BatchTopK's inference threshold included) and the same
+            # metadata as the final checkpoint, so a snapshot is evaluated like a final run.
+            state.wall_seconds = wall_before + time.perf_counter() - started
             save_sae(
                 sae, out_dir / "snapshots" / f"samples{samples_seen}.safetensors",
                 out_dir / "snapshots" / f"samples{samples_seen}.json",
-                {"samples_seen": samples_seen, "train_config": asdict(config)},
+                {**_metadata(config, state), "stop_reason": "snapshot"},
                 extra_tensors={"W_dec_init": anchors},
             )  # fmt: skip
         if plateaued(config, state.loss_history):
@@ -422,7 +425,16 @@ def train(
 def _write_outputs(sae, config, state: TrainState, anchors, out_dir: Path) -> None:
     import pandas as pd
 
-    metadata = {
+    save_sae(
+        sae.cpu(), out_dir / "sae.safetensors", out_dir / "sae.json", _metadata(config, state),
+        extra_tensors={"W_dec_init": anchors.cpu()},
+    )  # fmt: skip
+    curve = pd.DataFrame(state.curve)
+    atomic_write(out_dir / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
+
+
+def _metadata(config: TrainConfig, state: TrainState) -> dict:
+    return {
         "train_config": asdict(config),
         "samples_seen": state.step * config.batch_size,
         "steps": state.step,
@@ -430,12 +442,6 @@ def _write_outputs(sae, config, state: TrainState, anchors, out_dir: Path) -> No
         "wall_seconds": round(state.wall_seconds, 2),
         "final_loss_window_change": _final_relative_change(config, state.loss_history),
     }
-    save_sae(
-        sae.cpu(), out_dir / "sae.safetensors", out_dir / "sae.json", metadata,
-        extra_tensors={"W_dec_init": anchors.cpu()},
-    )  # fmt: skip
-    curve = pd.DataFrame(state.curve)
-    atomic_write(out_dir / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
 
 
 def _final_relative_change(config: TrainConfig, history: list[float]) -> float:

@@ -62,6 +62,14 @@ def synthetic_train_config(
     )
     # Data-independent, but regimes may differ in how long they need.
     values.update(study["regimes"][regime].get("training", {}))
+    # The length study (issue 8) evaluates snapshots of these runs; no effect on training.
+    from saesanity.length_study import main_snapshot_samples
+
+    run = {"regime": regime, "architecture": architecture, "variant": variant, "init": init}
+    snapshots = main_snapshot_samples(config, run, values)
+    if snapshots is not None:
+        given = values.get("snapshot_samples", [])
+        values["snapshot_samples"] = sorted(set(given) | set(snapshots))
     TrainConfig(**values)  # raises with the key name if a value is out of range
     return values
 

@@ -1,0 +1,162 @@
+# Issue 8: does feature recovery depend on how long the SAE trains?
+# snapshots (main runs, or dedicated long runs) -> per-run point CSVs -> tables -> figures
+
+from saesanity import length_study as saesanity_length
+
+saesanity_length.check_length_config(config)
+
+LENGTH = config.get("length_study", {})
+LONG_RUN_DIR = saesanity_length.LONG_RUN_DIR
+LONG_RUN_PATH = LONG_RUN_DIR.replace("results/length/", "")  # for logs and benchmarks
+
+
+wildcard_constraints:
+    lr=r"[0-9][0-9.e+-]*",
+    batch_size=r"\d+",
+    length_source="main|long",
+
+
+rule length_all:
+    input:
+        saesanity_length.length_targets(config),
+
+
+rule length_evaluate_main:
+    # Snapshots of a main synthetic run; its final point is the main evaluation itself.
+    input:
+        weights=f"{RUN_DIR}/sae.safetensors",
+        config=f"{RUN_DIR}/sae.json",
+        final_eval=f"{RUN_DIR}/eval.json",
+        truth="results/synthetic/{regime}/ground_truth.safetensors",
+    output:
+        table=f"{RUN_DIR}/length.csv",
+        points=directory(f"{RUN_DIR}/length_points"),
+    params:
+        regime_spec=lambda wc: SYNTHETIC["regimes"][wc.regime],
+        eval_samples=SYNTHETIC["eval_samples"],
+        eval_batch_size=SYNTHETIC["eval_batch_size"],
+        eval_seed=SYNTHETIC["eval_seed"],
+        recovery_threshold=SYNTHETIC["recovery_threshold"],
+    log:
+        f"logs/length/evaluate_main/{RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/length/evaluate_main/{RUN_PATH}.tsv"
+    threads: config["threads"]["evaluate"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../workflow_scripts/length_evaluate.py"
+
+
+rule length_train:
+    # A dedicated run to the length study's budget (resumable, like synthetic_train).
+    input:
+        truth="results/synthetic/{regime}/ground_truth.safetensors",
+    output:
+        weights=f"{LONG_RUN_DIR}/sae.safetensors",
+        config=f"{LONG_RUN_DIR}/sae.json",
+        curve=f"{LONG_RUN_DIR}/curve.csv",
+    params:
+        train=lambda wc: saesanity_length.long_train_config(config, **wc),
+        device=config["device"],
+    log:
+        f"logs/length/train/{LONG_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/length/train/{LONG_RUN_PATH}.tsv"
+    threads: config["threads"]["train"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=600,
+    script:
+        "../workflow_scripts/length_train.py"
+
+
+rule length_evaluate_long:
+    input:
+        weights=rules.length_train.output.weights,
+        config=rules.length_train.output.config,
+        truth="results/synthetic/{regime}/ground_truth.safetensors",
+    output:
+        table=f"{LONG_RUN_DIR}/length.csv",
+        points=directory(f"{LONG_RUN_DIR}/length_points"),
+    params:
+        regime_spec=lambda wc: SYNTHETIC["regimes"][wc.regime],
+        eval_samples=SYNTHETIC["eval_samples"],
+        eval_batch_size=SYNTHETIC["eval_batch_size"],
+        eval_seed=SYNTHETIC["eval_seed"],
+        recovery_threshold=SYNTHETIC["recovery_threshold"],
+    log:
+        f"logs/length/evaluate_long/{LONG_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/length/evaluate_long/{LONG_RUN_PATH}.tsv"
+    threads: config["threads"]["evaluate"]
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow_scripts/length_evaluate.py"
+
+
+rule length_table:
+    input:
+        lambda wc: saesanity_length.source_point_tables(config, wc.length_source),
+    output:
+        table="results/length/{length_source}.csv",
+        settled="results/length/{length_source}_settled.csv",
+    params:
+        tolerance=LENGTH.get("tolerance", 0.01),
+    log:
+        "logs/length/table_{length_source}.log",
+    benchmark:
+        "benchmarks/length/table_{length_source}.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_table.py"
+
+
+rule length_figure:
+    input:
+        "results/length/{length_source}.csv",
+    output:
+        "figures/length_{length_source}.pdf",
+    params:
+        recovery_threshold=SYNTHETIC["recovery_threshold"],
+    log:
+        "logs/figures/length_{length_source}.log",
+    benchmark:
+        "benchmarks/figures/length_{length_source}.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_figure.py"
+
+
+rule length_sensitivity:
+    input:
+        saesanity_length.long_point_tables(config, include_long=False),
+    output:
+        table="results/length/sensitivity.csv",
+        figure="figures/length_sensitivity.pdf",
+    params:
+        budget=(
+            saesanity_length.sensitivity_budget(config)
+            if LENGTH.get("sensitivity", {}).get("enabled", False)
+            else None
+        ),
+        recovery_threshold=SYNTHETIC["recovery_threshold"],
+    log:
+        "logs/length/sensitivity.log",
+    benchmark:
+        "benchmarks/length/sensitivity.tsv"
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_sensitivity.py"

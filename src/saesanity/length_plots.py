@@ -1,0 +1,182 @@
+"""Figures of the training-length study (issue 8), in the conventions of plots.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from saesanity.plots import (
+    _STYLE,
+    ARCHITECTURE_ORDER,
+    _require_columns,
+    _save,
+    _shared_legend,
+    _sorted,
+    architecture_colour,
+    architecture_marker,
+)
+
+
+def _ticks_at(ax, values: pd.Series, most: int = 8) -> None:
+    """Ticks at the measured x values, in plain numbers (log axes otherwise print
+    powers that say nothing about the points)."""
+    ticks = np.unique(values.to_numpy(dtype=float))
+    if len(ticks) > most:
+        ticks = ticks[:: int(np.ceil(len(ticks) / most))]
+    ax.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+
+
+# (column, panel title, axis label)
+LENGTH_PANELS = [
+    ("recovered_fraction", "recovered features", "fraction with max cos ≥ {threshold}"),
+    ("mean_max_cosine", "mean max cosine", "mean over ground-truth features"),
+    ("explained_variance", "explained variance", "fraction of variance (held out)"),
+]
+
+
+def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold: float) -> None:
+    """Recovery and EV against samples seen (log x): one column per regime, one line per
+    architecture (mean over seeds), band = min-max over seeds. Hollow markers: the
+    final checkpoint of a run that stopped before the next doubling (plateau rule)."""
+    who = "figure_length"
+    columns = ["regime", "architecture", "seed", "samples_seen", "final"]
+    _require_columns(frame, columns + [p[0] for p in LENGTH_PANELS], who, "length table")
+    if frame.empty:
+        raise ValueError(f"{who}: length table has no rows")
+    regimes = _sorted(frame["regime"], ("constant", "variable"))
+    architectures = _sorted(frame["architecture"], ARCHITECTURE_ORDER)
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(
+            len(LENGTH_PANELS),
+            len(regimes),
+            figsize=(3.4 * len(regimes) + 0.6, 0.9 + 2.1 * len(LENGTH_PANELS)),
+            squeeze=False,
+            constrained_layout=True,
+        )
+        for c, regime in enumerate(regimes):
+            for r, (column, title, unit) in enumerate(LENGTH_PANELS):
+                ax = axes[r, c]
+                for architecture in architectures:
+                    rows = frame[
+                        (frame["regime"] == regime) & (frame["architecture"] == architecture)
+                    ]
+                    if rows.empty:
+                        continue
+                    colour = architecture_colour(architecture)
+                    stats = rows.groupby("samples_seen")[column].agg(["mean", "min", "max"])
+                    x = stats.index.to_numpy(dtype=float) / 1e6
+                    ax.plot(
+                        x, stats["mean"], color=colour, marker=architecture_marker(architecture),
+                        markersize=3.5, linewidth=1.4,
+                    )  # fmt: skip
+                    if rows["seed"].nunique() > 1:
+                        ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.2)
+                    # Early stops off the doubling grid: hollow marker at the final point.
+                    early = rows[rows["final"].astype(bool) & (rows["stop_reason"] == "plateau")]
+                    if not early.empty:
+                        ax.scatter(
+                            early["samples_seen"] / 1e6, early[column], s=30,
+                            facecolors="white", edgecolors=colour, zorder=3,
+                        )  # fmt: skip
+                ax.set_xscale("log", base=2)
+                _ticks_at(ax, frame["samples_seen"] / 1e6)
+                ax.set_xlabel("samples seen (millions, log scale)")
+                ax.set_ylabel(unit.format(threshold=recovery_threshold))
+                ax.set_title(f"{regime}: {title}", loc="left")
+        handles: list = [
+            Line2D(
+                [],
+                [],
+                color=architecture_colour(a),
+                marker=architecture_marker(a),
+                markersize=4,
+                label=a,
+            )  # fmt: skip
+            for a in architectures
+        ]
+        if frame["seed"].nunique() > 1:
+            handles.append(Patch(color="grey", alpha=0.3, label="min-max over seeds"))
+        if (frame["stop_reason"] == "plateau").any():
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="black",
+                    marker="o",
+                    markerfacecolor="white",
+                    linestyle="",
+                    label="stopped by plateau rule",
+                )  # fmt: skip
+            )
+        _shared_legend(fig, handles, max_columns=4)
+        _save(fig, out_path)
+
+
+def figure_length_sensitivity(
+    table: pd.DataFrame, out_path: str | Path, recovery_threshold: float
+) -> None:
+    """Final-point metrics against the learning rate (at the default batch size) and
+    against the batch size (at the default lr), one line per (architecture, regime)."""
+    who = "figure_length_sensitivity"
+    metrics = ["recovered_fraction", "explained_variance"]
+    needed = ["regime", "architecture", "cfg_lr", "cfg_batch_size"]
+    _require_columns(table, needed + [f"{m}_mean" for m in metrics], who, "sensitivity table")
+    if table.empty:
+        raise ValueError(f"{who}: sensitivity table has no rows")
+    regimes = _sorted(table["regime"], ("constant", "variable"))
+    architectures = _sorted(table["architecture"], ARCHITECTURE_ORDER)
+    styles = ["-", "--", ":", "-."]
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(
+            len(metrics), 2, figsize=(7.0, 1.0 + 2.2 * len(metrics)), squeeze=False,
+            constrained_layout=True,
+        )  # fmt: skip
+        for architecture in architectures:
+            for i, regime in enumerate(regimes):
+                rows = table[(table["architecture"] == architecture) & (table["regime"] == regime)]
+                if rows.empty:
+                    continue
+                # The default of each factor is the value shared by the most runs.
+                default_bs = rows["cfg_batch_size"].mode().iloc[0]
+                default_lr = rows["cfg_lr"].mode().iloc[0]
+                by_lr = rows[rows["cfg_batch_size"] == default_bs].sort_values("cfg_lr")
+                by_bs = rows[np.isclose(rows["cfg_lr"], default_lr)].sort_values("cfg_batch_size")
+                for r, metric in enumerate(metrics):
+                    for c, (part, x) in enumerate([(by_lr, "cfg_lr"), (by_bs, "cfg_batch_size")]):
+                        axes[r, c].errorbar(
+                            part[x], part[f"{metric}_mean"], yerr=part.get(f"{metric}_std"),
+                            color=architecture_colour(architecture),
+                            marker=architecture_marker(architecture), markersize=4,
+                            linestyle=styles[i % len(styles)], capsize=2,
+                        )  # fmt: skip
+        for r, metric in enumerate(metrics):
+            label = (
+                f"recovered fraction (cos ≥ {recovery_threshold})"
+                if metric == "recovered_fraction"
+                else "explained variance"
+            )
+            for c, (x_label, x) in enumerate(
+                [("learning rate", "cfg_lr"), ("batch size", "cfg_batch_size")]
+            ):
+                ax = axes[r, c]
+                ax.set_xscale("log")
+                _ticks_at(ax, table[x])
+                ax.set_xlabel(x_label)
+                ax.set_ylabel(label)
+                ax.set_title(f"{label.split(' (')[0]} vs {x_label}", loc="left")
+        handles: list = [
+            Line2D([], [], color=architecture_colour(a), marker=architecture_marker(a), label=a)
+            for a in architectures
+        ]
+        handles += [
+            Line2D([], [], color="black", linestyle=styles[i % len(styles)], label=regime)
+            for i, regime in enumerate(regimes)
+        ]
+        _shared_legend(fig, handles, max_columns=5)
+        _save(fig, out_path)

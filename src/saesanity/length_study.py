@@ -1,0 +1,411 @@
+"""Issue 8: does feature recovery depend on how long the SAE trains?
+
+Recovery and explained variance are measured at log-spaced points of training
+(every doubling of samples seen) from the snapshots of one run, with the same
+evaluation code as the final checkpoint (`synthetic_study.evaluate_synthetic_run`).
+Two sources of runs:
+
+* `main`: the main synthetic runs (results/synthetic/...). They only gain
+  `snapshot_samples`, which changes nothing in training: the final weights are
+  bit-identical (tested), so the study costs evaluations, not training.
+* `long`: dedicated runs under results/length/ trained to a longer budget, plus
+  a one-factor-at-a-time sensitivity to the learning rate and the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from saesanity.synthetic_study import evaluate_synthetic_run
+
+LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "seed")
+LONG_RUN_DIR = "results/length/{regime}/runs/{architecture}/lr{lr}_bs{batch_size}/seed{seed}"
+# What a row reports, per evaluation point.
+POINT_METRICS = [
+    "explained_variance",
+    "l0",
+    "dead_fraction",
+    "recovered_fraction",
+    "recovered_count",
+    "mean_max_cosine",
+    "median_max_cosine",
+]
+# The two quantities whose stability defines "trained long enough".
+SETTLE_METRICS = ("explained_variance", "recovered_fraction")
+
+
+def evaluation_points(first_samples: int, max_samples: int, batch_size: int) -> list[int]:
+    """first_samples, 2x, 4x, ... up to max_samples, each rounded to the nearest multiple
+    of batch_size (the trainer only sees sample counts that are step multiples, and a
+    snapshot fires only on an exact match). The end of training is not listed: the
+    final checkpoint is that point."""
+    last = (max_samples // batch_size) * batch_size
+    points: list[int] = []
+    target = first_samples
+    while target < last:
+        point = max(batch_size, round(target / batch_size) * batch_size)
+        if point < last and point not in points:
+            points.append(point)
+        target *= 2
+    return points
+
+
+def format_lr(lr: float) -> str:
+    """Learning rate as it appears in a run directory (round-trips through float)."""
+    return f"{lr:g}"
+
+
+def _length_config(config: dict) -> dict:
+    return config.get("length_study", {})
+
+
+def main_snapshot_samples(config: dict, run: dict, train_values: dict) -> list[int] | None:
+    """Snapshot points of a main synthetic run, or None if the length study skips it."""
+    study = _length_config(config)
+    main = study.get("main", {})
+    if not main.get("enabled", False):
+        return None
+    if run["variant"] not in main["variants"] or run["init"] not in main["inits"]:
+        return None
+    return evaluation_points(
+        study["first_samples"], train_values["max_samples"], train_values["batch_size"]
+    )
+
+
+def long_runs(
+    config: dict, include_long: bool = True, include_sensitivity: bool = True
+) -> list[dict]:
+    """Dedicated runs: the long-budget grid and the sensitivity grid (one factor at a
+    time around each architecture's default lr and batch size), deduplicated. Each run
+    carries its `budget`. The sensitivity's default point is the long-budget run itself
+    when that run exists (its snapshot at the sensitivity budget is the same state as a
+    run stopped there: training does not depend on max_samples, tested)."""
+    from saesanity.workflow import synthetic_train_config
+
+    study = _length_config(config)
+    long = study.get("long", {})
+    sensitivity = study.get("sensitivity", {})
+    runs: dict[tuple, dict] = {}
+
+    def add(regime, architecture, lr, batch_size, seed, budget, include) -> None:
+        run = {
+            "regime": regime,
+            "architecture": architecture,
+            "lr": format_lr(lr),
+            "batch_size": int(batch_size),
+            "seed": int(seed),
+        }
+        key = tuple(str(run[k]) for k in LONG_RUN_KEYS)
+        if key in runs:
+            return
+        runs[key] = {**run, "budget": int(budget), "include": include}
+
+    def base(regime, architecture, seed) -> dict:
+        return synthetic_train_config(config, regime, architecture, "trained", "iso", seed)
+
+    if long.get("enabled", False):
+        for regime in long["regimes"]:
+            for architecture in long["architectures"]:
+                for seed in long["seeds"]:
+                    values = base(regime, architecture, seed)
+                    add(regime, architecture, values["lr"], values["batch_size"], seed,
+                        long["budget_samples"], include_long)  # fmt: skip
+    if sensitivity.get("enabled", False):
+        budget = sensitivity_budget(config)
+        for regime in sensitivity["regimes"]:
+            for architecture in sensitivity["architectures"]:
+                for seed in sensitivity["seeds"]:
+                    values = base(regime, architecture, seed)
+                    grid = [
+                        (values["lr"] * f, values["batch_size"]) for f in sensitivity["lr_factors"]
+                    ]
+                    grid += [(values["lr"], b) for b in sensitivity["batch_sizes"]]
+                    for lr, batch_size in grid:
+                        key = (regime, architecture, format_lr(lr), str(int(batch_size)), str(seed))
+                        if key in runs:  # the long run: also a sensitivity point
+                            runs[key]["include"] = runs[key]["include"] or include_sensitivity
+                        add(regime, architecture, lr, batch_size, seed, budget,
+                            include_sensitivity)  # fmt: skip
+    return [
+        {k: v for k, v in runs[key].items() if k != "include"}
+        for key in sorted(runs)
+        if runs[key]["include"]
+    ]
+
+
+def sensitivity_budget(config: dict) -> int:
+    """Samples the sensitivity runs train for (default: the long runs' budget)."""
+    study = _length_config(config)
+    return int(study["sensitivity"].get("budget_samples", study["long"]["budget_samples"]))
+
+
+def long_run_dir(run: dict) -> str:
+    return LONG_RUN_DIR.format(**run)
+
+
+def long_train_config(
+    config: dict,
+    regime: str,
+    architecture: str,
+    lr: str | float,
+    batch_size: int | str,
+    seed: int | str,
+    budget: int | None = None,
+) -> dict:
+    """TrainConfig kwargs of a dedicated run: the main run's values, then the length
+    study's overrides (no plateau stop by default), the budget, lr and batch size."""
+    from saesanity.training import TrainConfig
+    from saesanity.workflow import synthetic_train_config
+
+    study = _length_config(config)
+    if budget is None:
+        wanted = tuple(str(v) for v in (regime, architecture, lr, batch_size, seed))
+        budgets = [
+            run["budget"]
+            for run in long_runs(config)
+            if tuple(str(run[key]) for key in LONG_RUN_KEYS) == wanted
+        ]
+        if not budgets:
+            named = dict(zip(LONG_RUN_KEYS, wanted, strict=True))
+            raise ValueError(f"length_study: no dedicated run {named}")
+        budget = budgets[0]
+    values = synthetic_train_config(config, regime, architecture, "trained", "iso", seed)
+    values.update(study["long"].get("training", {}))
+    values.update(max_samples=int(budget), lr=float(lr), batch_size=int(batch_size))
+    values["snapshot_samples"] = evaluation_points(
+        study["first_samples"], values["max_samples"], values["batch_size"]
+    )
+    TrainConfig(**values)
+    return values
+
+
+def evaluate_length_run(
+    weights_path: str | Path,
+    sae_config_path: str | Path,
+    truth_path: str | Path,
+    run: dict,
+    regime_spec: dict,
+    eval_samples: int,
+    eval_batch_size: int,
+    eval_seed: int,
+    recovery_threshold: float,
+    points_dir: str | Path,
+    final_eval_json: str | Path | None = None,
+) -> pd.DataFrame:
+    """One row per evaluation point of one run: every snapshot the run reached, then
+    the final checkpoint (taken from `final_eval_json` when the main evaluation already
+    scored it with the same code and settings, else evaluated here)."""
+    points_dir = Path(points_dir)
+    sae_config_path = Path(sae_config_path)
+    final_meta = json.loads(sae_config_path.read_text())
+    train_config = final_meta["train_config"]
+    final_samples = int(final_meta["samples_seen"])
+    snapshots = Path(weights_path).parent / "snapshots"
+    common = dict(
+        truth_path=truth_path,
+        run=run,
+        regime_spec=regime_spec,
+        eval_samples=eval_samples,
+        eval_batch_size=eval_batch_size,
+        eval_seed=eval_seed,
+        recovery_threshold=recovery_threshold,
+    )
+    results = []
+    # A run stopped by its plateau rule never reached the later points.
+    for samples in sorted(s for s in train_config["snapshot_samples"] if s < final_samples):
+        meta_path = snapshots / f"samples{samples}.json"
+        snapshot_meta = json.loads(meta_path.read_text())
+        # Snapshots are not outputs Snakemake tracks: refuse one left by another config.
+        if snapshot_meta["train_config"] != train_config:
+            raise ValueError(f"{meta_path}: written by a different training config than the run")
+        results.append(
+            evaluate_synthetic_run(
+                snapshots / f"samples{samples}.safetensors",
+                meta_path,
+                out_json=points_dir / f"samples{samples}.json",
+                out_recovery_csv=points_dir / f"samples{samples}_recovery.csv",
+                **common,
+            )
+        )
+    if final_eval_json is not None:
+        final = json.loads(Path(final_eval_json).read_text())
+        if final["train_config"] != train_config or final["training"]["samples_seen"] != (
+            final_samples
+        ):
+            raise ValueError(f"{final_eval_json}: does not score {sae_config_path}")
+    else:
+        final = evaluate_synthetic_run(
+            weights_path,
+            sae_config_path,
+            out_json=points_dir / f"samples{final_samples}.json",
+            out_recovery_csv=points_dir / f"samples{final_samples}_recovery.csv",
+            **common,
+        )
+    results.append(final)
+    rows = []
+    for result in results:
+        row = dict(run)
+        row["samples_seen"] = result["training"]["samples_seen"]
+        row["final"] = result is final
+        row["stop_reason"] = final["training"]["stop_reason"]
+        row.update({key: result["metrics"][key] for key in POINT_METRICS})
+        for key in ("lr", "batch_size", "max_samples"):
+            row[f"cfg_{key}"] = train_config[key]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that identify a curve (seeds excluded)."""
+    keys = ["regime", "architecture", "variant", "init", "cfg_lr", "cfg_batch_size"]
+    return [key for key in keys if key in frame.columns]
+
+
+def settled_table(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Per curve (mean over seeds at each point): the first point from which every
+    later doubling changes explained variance and recovered fraction by less than
+    `tolerance` (absolute), with the values there and at the last point. NaN when the
+    last doubling still changes one of them by `tolerance` or more."""
+    rows = []
+    keys = group_columns(frame)
+    for identity, curve in frame.groupby(keys, sort=True):
+        means = curve.groupby("samples_seen")[list(SETTLE_METRICS)].mean().sort_index()
+        seeds = curve.groupby("samples_seen")["seed"].nunique()
+        samples = list(means.index)
+        changes = means.diff().abs()
+        # One point alone says nothing about change.
+        settled_at = samples[0] if len(samples) > 1 else math.nan
+        for index in range(1, len(samples)):
+            if any(changes.iloc[index][m] >= tolerance for m in SETTLE_METRICS):
+                settled_at = samples[index] if index + 1 < len(samples) else math.nan
+        row = dict(zip(keys, identity, strict=True))
+        last = samples[-1]
+        row.update(
+            tolerance=tolerance,
+            points=len(samples),
+            seeds=int(seeds.min()),
+            last_samples=last,
+            settled_samples=settled_at,
+        )
+        for metric in SETTLE_METRICS:
+            row[f"{metric}_last"] = means.loc[last, metric]
+            row[f"{metric}_last_change"] = changes.iloc[-1][metric] if len(samples) > 1 else 0.0
+            row[f"{metric}_settled"] = (
+                means.loc[settled_at, metric] if not math.isnan(settled_at) else math.nan
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sensitivity_table(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
+    """Metrics at the sensitivity budget per (regime, architecture, lr, batch size):
+    each run's last point at or below `budget` (its final checkpoint, or the long
+    run's snapshot there), mean and std over seeds."""
+    keys = ["regime", "architecture", "cfg_lr", "cfg_batch_size", "seed"]
+    eligible = frame[frame["samples_seen"] <= budget]
+    final = eligible.loc[eligible.groupby(keys)["samples_seen"].idxmax()]
+    keys = ["regime", "architecture", "cfg_lr", "cfg_batch_size"]
+    metrics = ["samples_seen", *POINT_METRICS]
+    table = final.groupby(keys)[metrics].agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table["seeds"] = final.groupby(keys)["seed"].nunique()
+    return table.reset_index()
+
+
+def read_tables(paths: list[str | Path]) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+
+
+def check_length_config(config: dict) -> None:
+    """Cross-field checks of `length_study`; raise ConfigError naming the key."""
+    from saesanity.workflow import ConfigError
+
+    study = _length_config(config)
+    regimes = set(config["synthetic"]["regimes"])
+    for part in ("long", "sensitivity"):
+        spec = study.get(part, {})
+        if not spec.get("enabled", False):
+            continue
+        for regime in spec["regimes"]:
+            if regime not in regimes:
+                raise ConfigError(
+                    f"length_study.{part}.regimes: {regime!r} is not a regime defined under "
+                    f"synthetic.regimes ({sorted(regimes)})"
+                )
+    if study.get("sensitivity", {}).get("enabled", False):
+        if not study.get("long"):
+            raise ConfigError("length_study.sensitivity: needs length_study.long (training)")
+        budget = sensitivity_budget(config)
+        for run in long_runs(config, include_long=False):
+            # A long run standing in for a sensitivity point must pass through the budget.
+            if run["budget"] != budget and budget not in evaluation_points(
+                study["first_samples"], run["budget"], run["batch_size"]
+            ):
+                raise ConfigError(
+                    f"length_study.sensitivity.budget_samples: {budget} is not an evaluation "
+                    f"point of the long run {run}"
+                )
+    for run in long_runs(config):
+        try:
+            long_train_config(config, **run)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"length_study run {run}: {error}") from error
+
+
+def run_identity(wildcards: dict) -> dict:
+    """Run identity from a rule's wildcards (main or dedicated run), typed."""
+    run = {"variant": "trained", "init": "iso", **wildcards}
+    run["seed"] = int(run["seed"])
+    if "batch_size" in run:
+        run["batch_size"] = int(run["batch_size"])
+    return run
+
+
+# --------------------------------------------------------- workflow file lists
+
+
+def main_point_tables(config: dict) -> list[str]:
+    """Per-run point tables of the main synthetic runs the length study follows."""
+    from saesanity.workflow import run_dir, synthetic_runs
+
+    main = _length_config(config).get("main", {})
+    if not main.get("enabled", False):
+        return []
+    return [
+        f"{run_dir(run)}/length.csv"
+        for run in synthetic_runs(config)
+        if run["variant"] in main["variants"] and run["init"] in main["inits"]
+    ]
+
+
+def long_point_tables(
+    config: dict, include_long: bool = True, include_sensitivity: bool = True
+) -> list[str]:
+    runs = long_runs(config, include_long, include_sensitivity)
+    return [f"{long_run_dir(run)}/length.csv" for run in runs]
+
+
+def source_point_tables(config: dict, source: str) -> list[str]:
+    if source == "main":
+        return main_point_tables(config)
+    return long_point_tables(config, include_sensitivity=False)
+
+
+def length_targets(config: dict) -> list[str]:
+    """Final outputs of the enabled parts of the length study."""
+    study = _length_config(config)
+    targets = []
+    for source in ("main", "long"):
+        if study.get(source, {}).get("enabled", False):
+            targets += [
+                f"results/length/{source}.csv",
+                f"results/length/{source}_settled.csv",
+                f"figures/length_{source}.pdf",
+            ]
+    if study.get("sensitivity", {}).get("enabled", False):
+        targets += ["results/length/sensitivity.csv", "figures/length_sensitivity.pdf"]
+    return targets

@@ -1,0 +1,317 @@
+"""The training-length study: points, snapshot evaluation, tables and config resolution."""
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from saesanity.checkpoint import load_sae
+from saesanity.length_plots import figure_length, figure_length_sensitivity
+from saesanity.length_study import (
+    evaluate_length_run,
+    evaluation_points,
+    long_runs,
+    long_train_config,
+    sensitivity_table,
+    settled_table,
+)
+from saesanity.synthetic import SyntheticSource, make_ground_truth, save_ground_truth
+from saesanity.synthetic_study import evaluate_synthetic_run, train_synthetic_run
+from saesanity.workflow import synthetic_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+REGIME = {"law": "constant", "p": 0.0625}
+BATCH = 128
+EVAL = dict(regime_spec=REGIME, eval_samples=1024, eval_batch_size=512, eval_seed=7,
+            recovery_threshold=0.8)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def truth_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("truth") / "ground_truth.safetensors"
+    save_ground_truth(make_ground_truth(16, 64, REGIME, {"mu": 0, "sigma": 0.25}, 0), path, {})
+    return path
+
+
+def train_config(**overrides) -> dict:
+    values = dict(
+        architecture="batchtopk", d_sae=64, k=4, batch_size=BATCH, max_samples=BATCH * 40,
+        min_samples=0, warmup_steps=3, normalisation_batches=2, covariance_batches=2,
+        dead_after_samples=BATCH * 5, threshold_start_step=2, log_every_steps=5,
+        checkpoint_every_steps=7,
+    )  # fmt: skip
+    values.update(overrides)
+    return values
+
+
+def train_run(truth_path, out_dir, **overrides) -> Path:
+    train_synthetic_run(truth_path, train_config(**overrides), out_dir)
+    return Path(out_dir)
+
+
+def evaluate(truth_path, run_dir, points_dir, **kwargs) -> pd.DataFrame:
+    return evaluate_length_run(
+        run_dir / "sae.safetensors", run_dir / "sae.json", truth_path, {"seed": 0},
+        points_dir=points_dir, **EVAL, **kwargs,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ points
+
+
+def test_points_double_and_are_batch_multiples():
+    assert evaluation_points(512_000, 4_096_000, 4096) == [512_000, 1_024_000, 2_048_000]
+    points = evaluation_points(512_000, 16_384_000, 8192)
+    assert all(p % 8192 == 0 for p in points)
+    assert points[0] == 507_904  # 512,000 is 62.5 steps of 8,192: rounded to 62
+    assert len(points) == 5 and points[-1] == 8_192_000
+    # The first point never rounds to zero steps.
+    assert evaluation_points(100, 1000, 256) == [256, 512]
+
+
+# ------------------------------------------------ evaluation of one run
+
+
+def test_one_row_per_point_reached_then_the_final(truth_path, tmp_path):
+    points = evaluation_points(BATCH * 5, BATCH * 40, BATCH)  # 5, 10, 20 steps
+    run_dir = train_run(truth_path, tmp_path / "run", snapshot_samples=points)
+    table = evaluate(truth_path, run_dir, tmp_path / "points")
+    assert len(table) == len(points) + 1
+    assert list(table["samples_seen"]) == [*points, BATCH * 40]
+    assert list(table["final"]) == [False] * len(points) + [True]
+    assert table["recovered_fraction"].between(0, 1).all()
+    # Each point's recovery table is kept beside the row.
+    assert len(list((tmp_path / "points").glob("*_recovery.csv"))) == len(points) + 1
+
+
+def test_a_run_stopped_early_has_rows_only_up_to_its_stop(truth_path, tmp_path):
+    # A plateau tolerance of 1 stops at the first window check after min_samples.
+    points = [BATCH * 5, BATCH * 10, BATCH * 30]
+    run_dir = train_run(
+        truth_path, tmp_path / "run", snapshot_samples=points, plateau_rel_tol=1.0,
+        min_samples=BATCH * 10, plateau_window_samples=BATCH * 5,
+    )  # fmt: skip
+    meta = json.loads((run_dir / "sae.json").read_text())
+    assert meta["stop_reason"] == "plateau" and meta["samples_seen"] == BATCH * 10
+    table = evaluate(truth_path, run_dir, tmp_path / "points")
+    assert list(table["samples_seen"]) == [BATCH * 5, BATCH * 10]
+    assert set(table["stop_reason"]) == {"plateau"}
+
+
+def test_snapshot_at_the_last_step_scores_like_the_final_checkpoint(truth_path, tmp_path):
+    run_dir = train_run(truth_path, tmp_path / "run", snapshot_samples=[BATCH * 40])
+    final = evaluate_synthetic_run(
+        run_dir / "sae.safetensors", run_dir / "sae.json", truth_path, {},
+        out_json=tmp_path / "f.json", out_recovery_csv=tmp_path / "f.csv", **EVAL,
+    )  # fmt: skip
+    snap = run_dir / "snapshots" / f"samples{BATCH * 40}"
+    snapshot = evaluate_synthetic_run(
+        snap.with_suffix(".safetensors"), snap.with_suffix(".json"), truth_path, {},
+        out_json=tmp_path / "s.json", out_recovery_csv=tmp_path / "s.csv", **EVAL,
+    )  # fmt: skip
+    assert snapshot["metrics"] == final["metrics"]
+    assert snapshot["train_config"] == final["train_config"]
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "f.csv").read_bytes()
+
+
+def test_the_final_row_can_reuse_the_main_evaluation(truth_path, tmp_path):
+    run_dir = train_run(truth_path, tmp_path / "run", snapshot_samples=[BATCH * 10])
+    evaluate_synthetic_run(
+        run_dir / "sae.safetensors", run_dir / "sae.json", truth_path, {"seed": 0},
+        out_json=run_dir / "eval.json", out_recovery_csv=run_dir / "recovery.csv", **EVAL,
+    )  # fmt: skip
+    here = evaluate(truth_path, run_dir, tmp_path / "a")
+    reused = evaluate(truth_path, run_dir, tmp_path / "b", final_eval_json=run_dir / "eval.json")
+    pd.testing.assert_frame_equal(here, reused)
+    assert not (tmp_path / "b" / f"samples{BATCH * 40}.json").exists()
+
+
+def test_batchtopk_snapshot_carries_and_uses_the_threshold_of_its_step(truth_path, tmp_path):
+    # Training does not depend on max_samples (no plateau stop, no decay): a snapshot at
+    # step 15 of a 40-step run must equal the final state of a 15-step run, the
+    # inference threshold included.
+    long_dir = train_run(truth_path, tmp_path / "long", snapshot_samples=[BATCH * 15])
+    short_dir = train_run(truth_path, tmp_path / "short", max_samples=BATCH * 15)
+    snapshot = load_file(str(long_dir / "snapshots" / f"samples{BATCH * 15}.safetensors"))
+    short = load_file(str(short_dir / "sae.safetensors"))
+    assert snapshot.keys() == short.keys()
+    for name in short:
+        assert torch.equal(snapshot[name], short[name]), name
+    final = load_file(str(long_dir / "sae.safetensors"))
+    theta = snapshot["inference_threshold"]
+    assert theta > 0 and not torch.equal(theta, final["inference_threshold"])
+    # The evaluation's L0 is that of thresholding at theta, not of a batch top-k (= k).
+    table = evaluate(truth_path, long_dir, tmp_path / "points")
+    row = table[table["samples_seen"] == BATCH * 15].iloc[0]
+    sae = load_sae(
+        long_dir / "snapshots" / f"samples{BATCH * 15}.safetensors",
+        long_dir / "snapshots" / f"samples{BATCH * 15}.json",
+    )
+    x = SyntheticSource(make_ground_truth(16, 64, REGIME, {"mu": 0, "sigma": 0.25}, 0), 7, "eval")
+    x = torch.cat([x.batch(step, EVAL["eval_batch_size"]) for step in range(2)])
+    with torch.no_grad():
+        pre = (x * sae.input_scale - sae.b_dec) @ sae.W_enc.T + sae.b_enc
+    expected_l0 = float((pre > theta.float()).sum(1).double().mean())
+    assert row["l0"] == pytest.approx(expected_l0)
+    assert row["l0"] != pytest.approx(4.0)
+
+
+def test_snapshots_do_not_change_the_final_weights(truth_path, tmp_path):
+    plain = train_run(truth_path, tmp_path / "plain")
+    snapped = train_run(truth_path, tmp_path / "snapped", snapshot_samples=[BATCH * 5, BATCH * 20])
+    a, b = load_file(str(plain / "sae.safetensors")), load_file(str(snapped / "sae.safetensors"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_snapshot_from_another_config_is_refused(truth_path, tmp_path):
+    run_dir = train_run(truth_path, tmp_path / "run", snapshot_samples=[BATCH * 10])
+    meta_path = run_dir / "snapshots" / f"samples{BATCH * 10}.json"
+    meta = json.loads(meta_path.read_text())
+    meta["train_config"]["lr"] *= 2
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="different training config"):
+        evaluate(truth_path, run_dir, tmp_path / "points")
+
+
+# ------------------------------------------------------------------ tables
+
+
+def curve_frame(values: dict[int, tuple[float, float]], seed: int = 0, **identity) -> pd.DataFrame:
+    rows = [
+        {"regime": "constant", "architecture": "topk", "seed": seed, "samples_seen": s,
+         "explained_variance": ev, "recovered_fraction": rec, **identity}
+        for s, (ev, rec) in values.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_settled_point_is_where_every_later_doubling_is_within_tolerance():
+    frame = curve_frame({1: (0.40, 0.0), 2: (0.50, 0.0), 4: (0.505, 0.0), 8: (0.508, 0.005)})
+    row = settled_table(frame, 0.01).iloc[0]
+    assert row["settled_samples"] == 2
+    assert row["explained_variance_settled"] == pytest.approx(0.50)
+    assert row["explained_variance_last"] == pytest.approx(0.508)
+    # A big change in recovery at the last doubling: not settled.
+    frame = curve_frame({1: (0.40, 0.0), 2: (0.41, 0.0), 4: (0.412, 0.05)})
+    row = settled_table(frame, 0.01).iloc[0]
+    assert math.isnan(row["settled_samples"])
+    assert row["recovered_fraction_last_change"] == pytest.approx(0.05)
+
+
+def test_settled_point_uses_the_mean_over_seeds():
+    frame = pd.concat(
+        [
+            curve_frame({1: (0.40, 0.0), 2: (0.50, 0.0), 4: (0.52, 0.0)}, seed=0),
+            curve_frame({1: (0.40, 0.0), 2: (0.50, 0.0), 4: (0.50, 0.0)}, seed=1),
+        ]
+    )
+    row = settled_table(frame, 0.02).iloc[0]
+    assert row["seeds"] == 2 and row["settled_samples"] == 2  # mean change 0.01 < 0.02
+
+
+def test_sensitivity_table_keeps_final_points_only():
+    rows = []
+    for lr in (1e-4, 2e-4):
+        for seed in (0, 1):
+            for samples, final in ((100, False), (200, True)):
+                rows.append({
+                    "regime": "constant", "architecture": "topk", "cfg_lr": lr,
+                    "cfg_batch_size": 64, "seed": seed, "samples_seen": samples, "final": final,
+                    "explained_variance": lr * 1000 + seed * 0.01, "l0": 4.0, "dead_fraction": 0.0,
+                    "recovered_fraction": 0.0, "recovered_count": 0, "mean_max_cosine": 0.3,
+                    "median_max_cosine": 0.3,
+                })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    table = sensitivity_table(frame, budget=200)
+    assert len(table) == 2 and (table["seeds"] == 2).all()
+    assert (table["samples_seen_mean"] == 200).all()
+    assert table["explained_variance_mean"].tolist() == pytest.approx([0.105, 0.205])
+    # A longer run stands in at a smaller budget through its snapshot there.
+    assert (sensitivity_table(frame, budget=150)["samples_seen_mean"] == 100).all()
+
+
+def test_figures_are_written(tmp_path):
+    frame = pd.concat(
+        [
+            curve_frame({10: (0.4, 0.0), 20: (0.5, 0.01)}, seed=s, architecture=a)
+            for s in (0, 1)
+            for a in ("topk", "batchtopk")
+        ]
+    )
+    frame["final"] = frame["samples_seen"] == 20
+    frame["stop_reason"] = "plateau"
+    frame["mean_max_cosine"] = 0.3
+    figure_length(frame, tmp_path / "length.pdf", 0.8)
+    assert (tmp_path / "length.pdf").read_bytes().startswith(b"%PDF")
+    table = pd.DataFrame(
+        {"regime": "constant", "architecture": "topk", "cfg_lr": [1e-4, 2e-4, 2e-4],
+         "cfg_batch_size": [64, 64, 128], "explained_variance_mean": [0.5, 0.6, 0.55],
+         "recovered_fraction_mean": 0.0}
+    )  # fmt: skip
+    figure_length_sensitivity(table, tmp_path / "sensitivity.pdf", 0.8)
+    assert (tmp_path / "sensitivity.pdf").read_bytes().startswith(b"%PDF")
+
+
+# ------------------------------------------------------------ config resolution
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_main_runs_gain_snapshots_only_when_selected():
+    config = default_config()
+    trained = synthetic_train_config(config, "constant", "topk", "trained", "iso", 0)
+    assert trained["snapshot_samples"] == [512_000, 1_024_000, 2_048_000]
+    baseline = synthetic_train_config(config, "constant", "batchtopk", "frozen_decoder", "cov", 0)
+    assert "snapshot_samples" not in baseline  # baselines keep their fingerprint
+    config["length_study"]["main"]["enabled"] = False
+    assert "snapshot_samples" not in synthetic_train_config(
+        config, "constant", "topk", "trained", "iso", 0
+    )
+
+
+def test_sensitivity_shares_its_default_point_with_the_long_run():
+    config = default_config()
+    study = config["length_study"]
+    study["long"]["enabled"] = study["sensitivity"]["enabled"] = True
+    runs = long_runs(config)
+    sensitivity = long_runs(config, include_long=False)
+    long = long_runs(config, include_sensitivity=False)
+    # 3 lrs + 3 batch sizes share the default: 5 runs per (regime, architecture).
+    assert len(sensitivity) == 5 * 2
+    assert len(long) == 2 * 3
+    assert len(runs) == len(long) + len(sensitivity) - 2  # topk, batchtopk at the default
+    assert sum(run["budget"] == study["long"]["budget_samples"] for run in sensitivity) == 2
+    budgets = {run["budget"] for run in sensitivity}
+    assert budgets == {study["long"]["budget_samples"], study["sensitivity"]["budget_samples"]}
+    resolved = long_train_config(config, **sensitivity[0])
+    assert resolved["plateau_rel_tol"] == 0.0
+    assert resolved["max_samples"] == sensitivity[0]["budget"]
+    # Looked up from the wildcards alone, as the rule does.
+    wildcards = {key: str(value) for key, value in sensitivity[0].items() if key != "budget"}
+    assert long_train_config(config, **wildcards) == resolved
+    assert float(sensitivity[0]["lr"]) == resolved["lr"]
+    assert all(s % resolved["batch_size"] == 0 for s in resolved["snapshot_samples"])
+
+
+def test_same_config_same_numbers(truth_path, tmp_path):
+    tables = []
+    for name in ("a", "b"):
+        run_dir = train_run(truth_path, tmp_path / name, snapshot_samples=[BATCH * 10])
+        tables.append(evaluate(truth_path, run_dir, tmp_path / f"{name}_points"))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_main_config_is_not_mutated():
+    config = default_config()
+    before = copy.deepcopy(config)
+    synthetic_train_config(config, "variable", "jumprelu", "trained", "iso", 1)
+    long_runs(config)
+    assert config == before

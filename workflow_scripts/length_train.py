@@ -1,0 +1,15 @@
+"""Snakemake script: train one dedicated length-study run to its budget (resumable)."""
+
+from pathlib import Path
+
+from saesanity.synthetic_study import train_synthetic_run
+from saesanity.workflow import set_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+train_synthetic_run(
+    snakemake.input.truth,
+    dict(snakemake.params.train),
+    Path(snakemake.output.weights).parent,
+    device=snakemake.params.device,
+)
