@@ -202,6 +202,8 @@ def test_settled_point_is_where_every_later_doubling_is_within_tolerance():
     row = settled_table(frame, 0.01).iloc[0]
     assert math.isnan(row["settled_samples"])
     assert row["recovered_fraction_last_change"] == pytest.approx(0.05)
+    # One point alone cannot show that anything stopped changing.
+    assert math.isnan(settled_table(curve_frame({1: (0.4, 0.0)}), 0.01).iloc[0]["settled_samples"])
 
 
 def test_settled_point_uses_the_mean_over_seeds():
