@@ -26,7 +26,7 @@ from saesanity.checkpoint import atomic_write, load_sae, write_json
 from saesanity.language_model import LanguageModel
 from saesanity.metrics import reconstruction_metrics
 from saesanity.sae import SparseAutoencoder
-from saesanity.synthetic_study import _flatten
+from saesanity.synthetic_study import collect_metrics
 from saesanity.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -307,19 +307,8 @@ def evaluate_real_run(
 
 # --------------------------------------------------------------- tables
 def collect_real_metrics(eval_paths: list[str | Path]) -> pd.DataFrame:
-    rows = []
-    for path in eval_paths:
-        result = json.loads(Path(path).read_text())
-        row = dict(result["run"])
-        row.update(result["metrics"])
-        row.update(result["training"])
-        config = {k: v for k, v in result["train_config"].items() if k not in REAL_RUN_COLUMNS}
-        row.update(_flatten("cfg_", config))
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame = frame.sort_values(REAL_RUN_COLUMNS).reset_index(drop=True)
-    return frame
+    """One row per checkpoint (the synthetic study's collector, real run identity)."""
+    return collect_metrics(eval_paths, REAL_RUN_COLUMNS)
 
 
 def table1(metrics: pd.DataFrame, l0: int, columns: list[str] | None = None) -> pd.DataFrame:

@@ -95,21 +95,25 @@ def _flatten(prefix: str, values: dict) -> dict:
     return flat
 
 
-def collect_metrics(eval_paths: list[str | Path]) -> pd.DataFrame:
-    """One row per run: identity, metrics, training facts, every config value."""
+def collect_metrics(
+    eval_paths: list[str | Path], run_columns: list[str] = RUN_COLUMNS
+) -> pd.DataFrame:
+    """One row per run: identity, metrics, training facts, every config value (and
+    the synthetic data's settings, where the evaluation has them)."""
     rows = []
     for path in eval_paths:
         result = json.loads(Path(path).read_text())
         row = dict(result["run"])
         row.update(result["metrics"])
         row.update(result["training"])
-        row.update(_flatten("data_", result["regime_spec"]))
-        config = {k: v for k, v in result["train_config"].items() if k not in RUN_COLUMNS}
+        if "regime_spec" in result:
+            row.update(_flatten("data_", result["regime_spec"]))
+        config = {k: v for k, v in result["train_config"].items() if k not in run_columns}
         row.update(_flatten("cfg_", config))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):
-        frame = frame.sort_values(RUN_COLUMNS).reset_index(drop=True)
+        frame = frame.sort_values(run_columns).reset_index(drop=True)
     return frame
 
 
