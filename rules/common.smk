@@ -1,6 +1,7 @@
 # Shared helpers: config checks, wildcard constraints, run lists.
 
 from saesanity import workflow as saesanity_workflow
+from saesanity.real_study import RECONSTRUCTION_METRICS
 from saesanity.sae import ARCHITECTURES
 from saesanity.training import INITS, VARIANTS
 
@@ -46,6 +47,12 @@ REAL_SAELENS_METADATA = {
     "hook_name": f"blocks.{REAL['model']['layer']}.hook_{REAL['model']['hook']}",
     "context_size": REAL["model"]["context"],
 }
+# Metric families joined per L0 (one CSV each: results/real/l0_<L0>/<family>.csv) and
+# the metric columns table 1 reports. Evaluation rule files (sparse probing, RAVEL,
+# AutoInterp) register their family and columns when their evaluation is enabled:
+# family -> the L0s it evaluates (None: every L0 of the grid).
+REAL_METRIC_FAMILIES = {"reconstruction": None}
+REAL_TABLE1_METRICS = list(RECONSTRUCTION_METRICS)
 REAL_TABLE_TITLE = (
     f"{REAL['model']['name']} {REAL_SAELENS_METADATA['hook_name']}, "
     f"L0 = {saesanity_workflow.real_table_l0(config)}"
@@ -64,6 +71,16 @@ def real_run_files(name, trained_only=False, target_l0=None):
         for run in REAL_RUNS
         if (not trained_only or run["variant"] == "trained")
         and (target_l0 is None or int(run["target_l0"]) == int(target_l0))
+    ]
+
+
+def real_metric_family_files(wildcards):
+    """The per-family CSVs joined at one L0: the families that evaluate that L0."""
+    l0 = int(wildcards.target_l0)
+    return [
+        f"results/real/l0_{l0}/{family}.csv"
+        for family, l0s in REAL_METRIC_FAMILIES.items()
+        if l0s is None or l0 in {int(value) for value in l0s}
     ]
 
 

@@ -212,10 +212,9 @@ rule real_reconstruction_metrics:
 
 
 rule real_l0_metrics:
-    # One table per L0 joins the metric families; later issues (sparse probing,
-    # RAVEL, AutoInterp) add their per-L0 CSVs to this rule's input.
+    # One table per L0 joins the metric families (REAL_METRIC_FAMILIES, common.smk).
     input:
-        "results/real/l0_{target_l0}/reconstruction.csv",
+        real_metric_family_files,
     output:
         "results/real/l0_{target_l0}/metrics.csv",
     log:
@@ -253,6 +252,7 @@ rule real_table1:
     params:
         l0=saesanity_workflow.real_table_l0(config),
         title=REAL_TABLE_TITLE,
+        columns=lambda wc: REAL_TABLE1_METRICS,
     log:
         "logs/real/table1.log",
     benchmark:
