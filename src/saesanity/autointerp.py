@@ -77,44 +77,44 @@ class ContextSettings:
 
 # --------------------------------------------------------------- prompts
 EXPLAIN_SYSTEM = (
-    "We are studying neurons in a neural network. Each neuron looks for one particular "
-    "thing in a short text: a word, a kind of word, a symbol or a topic. You are shown "
-    "texts where the neuron activates; the tokens it activates on are marked with << and "
-    ">>. Say in one short sentence (at most 20 words) what the neuron activates on. Be "
-    "specific; do not list the texts. Reply with the description only."
+    "We are studying neurons in a neural network. You see short texts in which the tokens "
+    "where one neuron fires are marked with << and >>. Find what the marked tokens have in "
+    "common and describe it in a few words, for example: 'names of animals', 'the word "
+    "\"the\"', 'closing brackets', 'verbs in the past tense', 'words about money'. Reply "
+    "with the description only."
 )
-DETECT_SYSTEM = (
-    "We are studying neurons in a neural network. You get a description of what a neuron "
-    "activates on and one short text. Decide whether the neuron activates on any token of "
-    "the text. Answer with Yes or No only."
-)
+DETECT_SYSTEM = "You answer questions about short texts with Yes or No only."
 
 
 def explain_messages(contexts: Sequence[str]) -> list[dict]:
     texts = "\n".join(f"Text {i + 1}: {text}" for i, text in enumerate(contexts))
-    user = f"{texts}\n\nWhat does the neuron activate on?"
+    user = f"{texts}\n\nWhat do the marked tokens have in common?"
     return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
 
 
 def detect_messages(description: str, context: str) -> list[dict]:
-    # The description comes first so that the judge's prefix cache covers it.
-    user = (
-        f"Description: the neuron activates on {description}\n\nText: {context}\n\n"
-        "Does the neuron activate on any token of this text? Answer Yes or No."
-    )
+    # Asked as "does this text contain <description>?", which small judges answer better
+    # than "does the neuron fire?", and after the text (AUROC 0.81 vs 0.62 for a planted
+    # digit latent with the offline judge, the question first; docs/autointerp.md).
+    user = f"Text: {context}\n\nDoes this text contain {description}?"
     return [{"role": "system", "content": DETECT_SYSTEM}, {"role": "user", "content": user}]
 
 
 def clean_description(text: str) -> str:
     """The explainer's sentence without a restated preamble ("The neuron activates on")."""
-    text = text.strip().split("\n")[0].strip().strip('"').strip()
+    text = text.strip().split("\n")[0].replace("<<", "").replace(">>", "").strip().strip("'\"")
     lowered = text.lower()
-    for preamble in ("this neuron activates on", "the neuron activates on", "activates on"):
+    preambles = ("the neuron activates on", "activates on", "the marked tokens are", "they are")
+    for preamble in preambles:
         at = lowered.find(preamble)
         if 0 <= at < 20:
             text = text[at + len(preamble) :].strip(" :,")
             break
-    return text.rstrip(".") or "(empty description)"
+    text = text.rstrip(".")
+    # Lower-case a capitalised first word ("Numbers"), not an acronym ("HTML tags").
+    if len(text) > 1 and text[0].isupper() and not text[1].isupper():
+        text = text[0].lower() + text[1:]
+    return text or "(empty description)"
 
 
 def render_context(token_texts: Sequence[str], activations: np.ndarray | None, limit: float) -> str:

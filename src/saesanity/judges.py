@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from saesanity.language_model import ModelUnavailableError, download_wheel, sha256_of
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,8 @@ class LlamaCppJudge:
             prefix += 1
         llm.n_tokens = prefix  # eval() drops the KV cache beyond n_tokens
         llm.eval(tokens[prefix:])
-        return llm.scores[llm.n_tokens - 1]
+        # Without logits_all, llama.cpp keeps only the last evaluated token's logits.
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
 
     def yes_no_margin(self, messages: list[dict]) -> tuple[float, str]:
         logits = self.next_token_logits(self._prompt_tokens(messages))
