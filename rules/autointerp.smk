@@ -75,7 +75,7 @@ rule autointerp_score:
         f"logs/autointerp/score/{REAL_RUN_PATH}.log",
     benchmark:
         f"benchmarks/autointerp/score/{REAL_RUN_PATH}.tsv"
-    threads: AUTOINTERP.get("threads", 2)
+    threads: AUTOINTERP.get("threads", 1)
     conda:
         "../envs/saesanity.yaml"
     resources:

@@ -230,8 +230,14 @@ def test_killed_run_resumes_at_the_next_latent(language_model, doc_windows, smal
     windows = doc_windows[:40, :33]
     with torch.no_grad():
         residual = language_model.residual(torch.from_numpy(windows).long())[:, 1:].numpy()
+    # A random TopK SAE (random directions, like a frozen baseline), scaled as training does.
     torch.manual_seed(0)
     sae = SparseAutoencoder(576, 1152, "topk", k=32)
+    flat = torch.from_numpy(residual.reshape(-1, 576))
+    scale = float(flat.norm(dim=1).pow(2).mean().rsqrt())
+    with torch.no_grad():
+        sae.input_scale.fill_(scale)
+        sae.initialise(torch.randn(1152, 576), b_dec=flat.mean(0) * scale)
     settings = ContextSettings(
         tokens=8, explain=3, detect_activating=3, detect_non_activating=3, min_activating=4
     )
