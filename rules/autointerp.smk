@@ -9,16 +9,11 @@ AUTOINTERP = config.get("autointerp", {"enabled": False})
 autointerp_workflow.check_autointerp_config(config, REAL_RUNS)
 AUTOINTERP_L0 = saesanity_workflow.real_table_l0(config)
 AUTOINTERP_RUNS = autointerp_workflow.autointerp_runs(config, REAL_RUNS)
-AUTOINTERP_JUDGE = "resources/judge/judge.gguf"
+AUTOINTERP_JUDGE = autointerp_workflow.JUDGE_PATH
 
 if AUTOINTERP["enabled"]:
     REAL_METRIC_FAMILIES["autointerp"] = [AUTOINTERP_L0]
     REAL_TABLE1_METRICS.extend(["autointerp_score"])
-
-
-def autointerp_judge_inputs(wildcards):
-    """The fetched judge model, when the judge runs in-process."""
-    return {"judge": AUTOINTERP_JUDGE} if AUTOINTERP["judge"]["backend"] == "local" else {}
 
 
 rule autointerp_all:
@@ -58,7 +53,7 @@ rule autointerp_score:
     # One checkpoint; resumable per latent (autointerp_progress.jsonl beside the outputs).
     input:
         unpack(real_model_inputs),
-        unpack(autointerp_judge_inputs),
+        unpack(lambda wc: autointerp_workflow.judge_inputs(config)),
         weights=f"{REAL_RUN_DIR}/sae.safetensors",
         config=f"{REAL_RUN_DIR}/sae.json",
         windows="results/real/tokens/eval.npy",

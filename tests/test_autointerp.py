@@ -349,3 +349,35 @@ def test_http_judge_against_a_real_openai_compatible_server(
         max_explanation_tokens=12,
     )  # fmt: skip
     assert len(record["detection"]) == 4 and 0 <= record["accuracy"] <= 1
+
+
+def test_figure_and_examples_page(tmp_path):
+    from saesanity.autointerp_plots import figure_autointerp, write_examples
+
+    rng = np.random.default_rng(0)
+    rows, paths = [], []
+    for architecture in ("topk", "relu"):
+        for variant, init in (("trained", "iso"), ("frozen_decoder", "cov")):
+            run = tmp_path / f"runs/{architecture}/{variant}/{init}/l0_40/seed0"
+            run.mkdir(parents=True)
+            records = []
+            for latent in range(5):
+                accuracy = float(rng.uniform(0.4, 1.0))
+                run_id = dict(architecture=architecture, variant=variant, init=init)
+                rows.append(dict(**run_id, target_l0=40, seed=0, latent=latent, accuracy=accuracy))
+                records.append({"latent": latent, "accuracy": accuracy, "auroc": 0.5,
+                                "n_activating": 10, "n_non_activating": 10,
+                                "description": f"thing {latent} | x",
+                                "explain_texts": [f"a <<b{latent}>> c"]})  # fmt: skip
+            (run / "autointerp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            paths.append(run / "autointerp.jsonl")
+    import pandas as pd
+
+    fig = figure_autointerp(pd.DataFrame(rows), tmp_path / "autointerp.pdf", judge="judge: X")
+    assert (tmp_path / "autointerp.pdf").read_bytes().startswith(b"%PDF")
+    assert [ax.get_title() for ax in fig.axes] == ["topk", "relu"]
+    assert all(len(ax.collections) >= 4 for ax in fig.axes)  # 2 violins + 2 dot clouds
+    page = write_examples(paths, tmp_path / "examples.md", judge="judge: X", per_run=2)
+    # Random baselines first, best two latents each, with their marked contexts.
+    assert page.index("Frozen decoder (cov)") < page.index("Trained (iso)")
+    assert page.count("### latent") == 8 and "<<b" in page and "thing 0 \\| x" in page

@@ -602,7 +602,11 @@ def score_checkpoint(
         latents=int(params["latents"]),
         seed=int(params["seed"]),
         progress_path=Path(out_records).with_name("autointerp_progress.jsonl"),
-        fingerprint_settings={**params, "weights_sha": _file_digest(weights)},
+        # Everything but the latent count: raising it keeps the latents already scored.
+        fingerprint_settings={
+            **{key: value for key, value in params.items() if key != "latents"},
+            "weights_sha": _file_digest(weights),
+        },
         dead_below=float(params["dead_below"]),
         outlier_factor=outlier_factor,
         max_explanation_tokens=int(params["explanation_max_tokens"]),

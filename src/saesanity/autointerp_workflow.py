@@ -6,6 +6,8 @@ from __future__ import annotations
 from saesanity.autointerp import ContextSettings
 from saesanity.workflow import ConfigError, real_run_dir, real_table_l0
 
+JUDGE_PATH = "resources/judge/judge.gguf"
+
 
 def check_autointerp_config(config: dict, real_runs: list[dict]) -> None:
     section = config.get("autointerp")
@@ -84,3 +86,8 @@ def judge_label(config: dict) -> str:
     if judge["backend"] == "local":
         return f"judge: {judge['local']['name']} (offline; not comparable with GPT-4o-mini)"
     return f"judge: {judge['http']['model']} via {judge['http']['base_url']}"
+
+
+def judge_inputs(config: dict) -> dict:
+    """The fetched judge model, when the judge runs in-process."""
+    return {"judge": JUDGE_PATH} if config["autointerp"]["judge"]["backend"] == "local" else {}
