@@ -254,13 +254,17 @@ def draw_latents(
     min_activating: int,
     dead_below: float,
     seed: int,
+    usable_contexts: int | None = None,
+    min_silent: int = 0,
 ) -> tuple[list[int], dict]:
     """`count` latents by a seeded permutation of the eligible ones: live (frequency >=
-    `dead_below`) and with >= `min_activating` activating contexts. Returns the latents
-    and counts for the record."""
+    `dead_below`), with >= `min_activating` activating contexts and, out of
+    `usable_contexts`, >= `min_silent` where they never fire (a latent firing everywhere
+    has no negatives to detect). Returns the latents and counts for the record."""
     frequency = fire_count / max(n_tokens, 1)
     live = frequency >= dead_below
-    eligible = np.flatnonzero(live & (activating >= min_activating))
+    silent = (usable_contexts if usable_contexts is not None else len(activating)) - activating
+    eligible = np.flatnonzero(live & (activating >= min_activating) & (silent >= min_silent))
     order = np.random.default_rng(seed).permutation(eligible)
     chosen = [int(i) for i in order[:count]]
     summary = {
@@ -490,7 +494,15 @@ def evaluate_checkpoint(
         sae.encode, activations, settings.tokens, usable
     )
     chosen, summary = draw_latents(
-        activating, fire_count, n_tokens, latents, settings.min_activating, dead_below, seed
+        activating,
+        fire_count,
+        n_tokens,
+        latents,
+        settings.min_activating,
+        dead_below,
+        seed,
+        usable_contexts=int(usable.sum()),
+        min_silent=settings.detect_non_activating,
     )
     summary.update(contexts=int(len(context_tokens)), contexts_usable=int(usable.sum()))
     summary["tokens"] = n_tokens
