@@ -81,7 +81,7 @@ def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "
             ax.axhline(0.5, color="#7F7F7F", linestyle=":", linewidth=1)
             ax.set_xticks(range(len(pairs)))
             ax.set_xticklabels(
-                [series_label(*pair).replace(" (", "\n(") for pair in pairs], fontsize=6
+                [series_label(*pair) for pair in pairs], fontsize=6, rotation=30, ha="right"
             )
             ax.set_title(architecture)
             ax.set_ylim(-0.02, 1.02)
@@ -89,8 +89,9 @@ def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "
         handles = [_series_handle(*pair) for pair in sorted(drawn, key=lambda p: _series_key(*p))]
         _shared_legend(fig, handles, max_columns=_legend_columns(fig))
         latents = scores.groupby(["architecture", "variant", "init"]).size()
-        title = f"AutoInterp detection accuracy ({int(latents.min())}-{int(latents.max())} "
-        title += "latents per checkpoint; dotted: chance)"
+        counts = sorted({int(latents.min()), int(latents.max())})
+        title = f"AutoInterp detection accuracy ({'-'.join(map(str, counts))} latents per "
+        title += "checkpoint; dotted: chance)"
         fig.suptitle(f"{title}\n{judge}" if judge else title)
         _save(fig, out_path)
     return fig
