@@ -157,6 +157,7 @@ def test_render_context_merges_spans_and_keeps_spaces_outside():
     text = render_context([" The", " year", " 19", "84", " was"], np.array([0, 0, 1, 2, 0]), 0.0)
     assert text == "The year <<1984>> was"
     assert render_context([" a", " b"], None, 0.0) == "a b"
+    assert render_context([" a", "\n", " b"], np.array([1, 1, 1]), 0.0) == "<<a>>  <<b>>"
 
 
 def test_calibrated_decision_and_auroc():

@@ -123,7 +123,8 @@ def render_context(token_texts: Sequence[str], activations: np.ndarray | None, l
     pieces: list[str] = []
     open_span = False
     for index, text in enumerate(token_texts):
-        marked = activations is not None and float(activations[index]) > limit
+        # A whitespace-only token (newline) would show as an empty "<<>>": left unmarked.
+        marked = activations is not None and float(activations[index]) > limit and text.strip()
         if marked and not open_span:
             stripped = text.lstrip()
             pieces.append(text[: len(text) - len(stripped)] + "<<" + stripped)
