@@ -378,21 +378,22 @@ def explain_and_score(
     tests = [(i, 1) for i in sets.activating] + [(i, 0) for i in sets.non_activating]
     # A fixed shuffled order: no position tells the label.
     order = np.random.default_rng(seed + 1).permutation(len(tests))
-    answers = []
-    for position in order:
-        index, label = tests[position]
-        messages = detect_messages(description, contexts.text(index))
-        margin, answer = judge.yes_no_margin(messages)
-        answers.append(
-            {
-                "context": index,
-                "label": label,
-                "activation": float(latent_acts[index].max()),
-                "text": messages[-1]["content"],
-                "margin": margin,
-                "answer": answer,
-            }
-        )
+    shown = [tests[position] for position in order]
+    prompts = [detect_messages(description, contexts.text(index)) for index, _ in shown]
+    # One at a time for the in-process judge (prefix cache); HTTP judges answer in parallel.
+    many = getattr(judge, "yes_no_margins", None)
+    results = many(prompts) if many else [judge.yes_no_margin(m) for m in prompts]
+    answers = [
+        {
+            "context": index,
+            "label": label,
+            "activation": float(latent_acts[index].max()),
+            "text": messages[-1]["content"],
+            "margin": margin,
+            "answer": answer,
+        }
+        for (index, label), messages, (margin, answer) in zip(shown, prompts, results, strict=True)
+    ]
     labels = [a["label"] for a in answers]
     margins = [a["margin"] for a in answers]
     record.update(

@@ -21,10 +21,12 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -169,6 +171,7 @@ class HttpJudge:
         timeout_s: float = 60.0,
         logprobs: bool = True,
         retries: int = 3,
+        parallel: int = 8,
     ):
         self.name = f"http:{model}"
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -176,6 +179,7 @@ class HttpJudge:
         self.timeout_s = timeout_s
         self.logprobs = logprobs
         self.retries = retries
+        self.parallel = parallel
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not self.api_key:
             raise ModelUnavailableError(
@@ -190,7 +194,9 @@ class HttpJudge:
             self.url, data=json.dumps(body).encode(), headers=headers, method="POST"
         )
         error: Exception | None = None
-        for _ in range(self.retries):
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(2.0**attempt)  # rate limits (429) and overloaded servers
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read())
@@ -220,6 +226,11 @@ class HttpJudge:
         margin = margin_from_top_logprobs(content[0].get("top_logprobs", [])) if content else None
         return (margin if margin is not None else margin_from_text(text)), text
 
+    def yes_no_margins(self, prompts: list[list[dict]]) -> list[tuple[float, str]]:
+        """Several independent questions, `parallel` requests at a time, in order."""
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            return list(pool.map(self.yes_no_margin, prompts))
+
 
 def make_judge(judge_config: dict, model_path: str | Path | None, threads: int) -> Judge:
     """The judge `autointerp.judge` configures (`model_path`: the fetched GGUF, local only)."""
@@ -236,6 +247,7 @@ def make_judge(judge_config: dict, model_path: str | Path | None, threads: int) 
             http["model"],
             api_key_env=http.get("api_key_env"),
             logprobs=bool(http.get("logprobs", True)),
+            parallel=int(http.get("parallel", 8)),
         )
     raise ValueError(f"autointerp.judge.backend = {backend!r}: expected 'local' or 'http'")
 
