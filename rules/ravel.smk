@@ -14,10 +14,6 @@ if RAVEL["enabled"]:
         REAL_TABLE1_METRICS.extend(["ravel_disentanglement"])
 
 
-def ravel_l0s():
-    return real_run_l0s() if RAVEL["l0s"] is None else sorted(int(l0) for l0 in RAVEL["l0s"])
-
-
 rule ravel_all:
     input:
         ["figures/ravel.pdf", "results/ravel/residual_reference.json"] if RAVEL["enabled"] else [],
@@ -136,7 +132,7 @@ rule ravel_metrics:
 
 rule ravel_figure:
     input:
-        tables=expand("results/real/l0_{target_l0}/ravel.csv", target_l0=ravel_l0s()),
+        tables=expand("results/real/l0_{target_l0}/ravel.csv", target_l0=saesanity_ravel.ravel_l0s(config)),
         reference=rules.ravel_reference.output.result,
     output:
         figure="figures/ravel.pdf",

@@ -195,8 +195,8 @@ def score_mask(
             [p[0] for p in batch], [p[1] for p in batch]
         )
         out = edited_logits(model, codec, residual, lengths, positions, sources, hard_mask)
-        predicted = out.argmax(-1)
-        for (_, _, kind), hit in zip(batch, (predicted == _labels(data, batch)).tolist()):
+        hits_in_batch = (out.argmax(-1) == _labels(data, batch)).tolist()
+        for (_, _, kind), hit in zip(batch, hits_in_batch, strict=True):
             hits[kind].append(hit)
     return {kind: float(np.mean(values)) for kind, values in hits.items()}
 
@@ -289,9 +289,7 @@ def collect_ravel_metrics(paths: list[str | Path]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------ data building
-def sample_pairs(
-    prompts: list[dict], count: int, rng: random.Random, kind: str
-) -> list[list]:
+def sample_pairs(prompts: list[dict], count: int, rng: random.Random, kind: str) -> list[list]:
     """Up to `count` distinct (base, source, kind) pairs of prompts about different
     entities whose values start with different tokens."""
     pairs: set[tuple[int, int]] = set()
@@ -391,6 +389,12 @@ def build_ravel_data(
     for index, record in enumerate(kept):
         record["index"], record["first"] = index, record["value_tokens"][0]
     attributes, dropped = build_pairs(kept, {**settings, "seed": data["seed"]})
+    if not attributes:
+        raise RavelConfigError(
+            f"ravel: no attribute has enough prompts the model answers correctly "
+            f"({len(kept)} of {len(records)} correct; dropped: {dropped}). Raise "
+            f"ravel.data.cities / ravel.data.people or lower ravel.min_entities."
+        )
 
     residuals, lengths = [], []
     for start in range(0, len(kept), settings["batch_size"]):
@@ -436,14 +440,21 @@ def build_ravel_data(
 
 
 # ------------------------------------------------------------------ config
+def ravel_l0s(config: dict) -> list[int]:
+    """The target L0s RAVEL evaluates: `ravel.l0s`, or every L0 of the real runs."""
+    from saesanity.workflow import real_runs
+
+    if config["ravel"]["l0s"] is not None:
+        return sorted(int(l0) for l0 in config["ravel"]["l0s"])
+    return sorted({int(run["target_l0"]) for run in real_runs(config)})
+
+
 def check_ravel_config(config: dict) -> None:
     """Cross-checks the schema cannot express: evaluated L0s exist in the real grid."""
     ravel = config["ravel"]
     if not ravel["enabled"] or ravel["l0s"] is None:
         return
-    from saesanity.workflow import real_runs
-
-    grid = sorted({int(run["target_l0"]) for run in real_runs(config)})
+    grid = ravel_l0s({**config, "ravel": {**ravel, "l0s": None}})
     missing = [l0 for l0 in ravel["l0s"] if int(l0) not in grid]
     if missing:
         raise RavelConfigError(
