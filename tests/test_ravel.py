@@ -172,9 +172,12 @@ def _records():
 def test_pairs_are_split_by_entity_and_values_differ():
     records = _records()
     settings = {"seed": 0, "min_entities": 2, "pairs": {"train_cause": 6, "validation_cause": 4}}
-    attributes, dropped = build_pairs(records, settings)
+    asked = [("city", "continent"), ("city", "country"), ("person", "country"),
+             ("person", "occupation")]  # fmt: skip
+    attributes, dropped = build_pairs(records, settings, asked)
     assert set(attributes) == {"city/country", "city/continent"}
     assert "person/occupation" in dropped  # 0 validation entities
+    assert "person/country" in dropped  # no prompt answered correctly at all
     by_index = {r["index"]: r for r in records}
     for key, splits in attributes.items():
         attribute = key.split("/")[1]

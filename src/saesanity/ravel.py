@@ -304,15 +304,18 @@ def sample_pairs(prompts: list[dict], count: int, rng: random.Random, kind: str)
     return [[b, s, kind] for b, s in sorted(pairs)]
 
 
-def build_pairs(kept: list[dict], settings: dict) -> tuple[dict, dict]:
+def build_pairs(
+    kept: list[dict], settings: dict, candidates: list[tuple[str, str]] | None = None
+) -> tuple[dict, dict]:
     """Cause and isolation pairs per attribute and split (entities never cross splits),
-    and the reason each dropped attribute was dropped."""
+    and the reason each dropped attribute was dropped. `candidates` are all
+    (entity type, attribute) pairs asked about (default: those in `kept`)."""
     rng = random.Random(settings["seed"])
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in kept:
         groups[(record["entity_type"], record["attribute"], record["split"])].append(record)
     dropped = {}
-    candidates = sorted({(t, a) for t, a, _ in groups})
+    candidates = sorted(candidates or {(t, a) for t, a, _ in groups})
     surviving = []
     for entity_type, attribute in candidates:
         for split in ("train", "validation"):
@@ -388,7 +391,8 @@ def build_ravel_data(
     kept = [r for r in records if r["correct"]]
     for index, record in enumerate(kept):
         record["index"], record["first"] = index, record["value_tokens"][0]
-    attributes, dropped = build_pairs(kept, {**settings, "seed": data["seed"]})
+    asked = sorted({(r["entity_type"], r["attribute"]) for r in records})
+    attributes, dropped = build_pairs(kept, {**settings, "seed": data["seed"]}, asked)
     if not attributes:
         raise RavelConfigError(
             f"ravel: no attribute has enough prompts the model answers correctly "
