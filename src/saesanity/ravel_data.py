@@ -222,7 +222,7 @@ def load_people(
     ("Albert Einstein") or else a three-word one. Occupations and countries with
     fewer than `min_per_value` people are left out (a value needs entities to pair);
     `count` people are taken round-robin over the `occupations` most common
-    occupations, so that no single occupation fills the list."""
+    occupations (so that no single occupation fills the list), most mentioned first."""
     synsets = _wordnet_synsets(_Archive(Path(archive_path)))
     people = []
     for lexfile, lemmas, pointers, gloss in synsets.values():
@@ -230,11 +230,13 @@ def load_people(
         if lexfile != "18" or not hypernyms:
             continue
         occupation = synsets[hypernyms[0]][1][0].replace("_", " ")
-        match = re.match(r"((?:[A-Z][a-z]+ ){1,2})" + re.escape(occupation) + r"\b", gloss)
+        # "Indian physicist who ...", also after lowercase words ("prolific Austrian composer").
+        pattern = r"(?:[a-z]+ ){0,2}((?:[A-Z][a-z]+ ){1,2})" + re.escape(occupation) + r"\b"
+        match = re.match(pattern, gloss)
         if match is None or match.group(1).strip() not in NATIONALITY_COUNTRIES:
             continue
         names = [lemma.replace("_", " ") for lemma in lemmas]
-        names = [n for n in names if _ascii_name(n) and "." not in n]
+        names = [n for n in names if _ascii_name(n) and "." not in n and n[0].isupper()]
         by_words = {len(n.split()): n for n in reversed(names)}  # first lemma of each length
         name = by_words.get(2) or by_words.get(3)
         if name is None:
@@ -250,8 +252,19 @@ def load_people(
             for p in people
             if country_counts[p[1]] >= min_per_value and occupation_counts[p[2]] >= min_per_value
         ]
+    # Fame proxy: how often the surname appears in other WordNet glosses ("Einstein"
+    # is mentioned by 12 synsets, an obscure poet by none). The famous are the ones a
+    # small model can answer about.
+    # Surnames that are also other nouns ("West", "France", "Black") count as unmentioned.
+    mentions = Counter(
+        word for _, _, _, gloss in synsets.values() for word in re.findall(r"[A-Z][a-z]+", gloss)
+    )
+    for lexfile, lemmas, _, _ in synsets.values():
+        if lexfile != "18":
+            for lemma in lemmas:
+                mentions.pop(lemma, None)
     by_occupation: dict[str, list] = defaultdict(list)
-    for person in sorted(people):
+    for person in sorted(people, key=lambda p: (-mentions[p[0].split()[-1]], p[0])):
         by_occupation[person[2]].append(person)
     order = sorted(by_occupation, key=lambda o: (-len(by_occupation[o]), o))[:occupations]
     chosen = []
