@@ -207,3 +207,43 @@ def test_summary_averages_attributes_then_entity_types():
     assert metrics["ravel_cause"] == pytest.approx(0.5)  # (1 + 0) / 2, not 2/3
     assert metrics["ravel_disentanglement"] == pytest.approx((0.75 + 0.0) / 2)
     assert metrics["ravel_city_continent"] == 1.0
+
+
+def _config(**ravel):
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    config["ravel"].update(ravel)
+    return config
+
+
+def test_ravel_l0s_must_be_l0s_of_the_real_grid():
+    from saesanity.ravel import RavelConfigError, check_ravel_config, ravel_l0s
+
+    check_ravel_config(_config())
+    assert ravel_l0s(_config()) == [40]
+    assert ravel_l0s(_config(l0s=None)) == [20, 40, 80]
+    with pytest.raises(RavelConfigError, match=r"ravel.l0s: \[33\]"):
+        check_ravel_config(_config(l0s=[33]))
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ({"min_entities": 1}, "min_entities"),
+        ({"mask": {"lr": 0}}, "lr"),
+        ({"pairs": {}}, "train_cause"),
+    ],
+)
+def test_bad_ravel_config_is_rejected_by_the_schema(bad, named):
+    from pathlib import Path
+
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = _config(**bad)
+    schema = Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml"
+    with pytest.raises(WorkflowError, match=named):
+        validate(config, str(schema))
