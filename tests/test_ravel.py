@@ -1,9 +1,11 @@
 """RAVEL: entity positions, the masked intervention against plain patching, pairs."""
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from saesanity.ravel import (
     IdentityCodec,
@@ -210,10 +212,6 @@ def test_summary_averages_attributes_then_entity_types():
 
 
 def _config(**ravel):
-    from pathlib import Path
-
-    import yaml
-
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     config["ravel"].update(ravel)
     return config
@@ -238,8 +236,6 @@ def test_ravel_l0s_must_be_l0s_of_the_real_grid():
     ],
 )
 def test_bad_ravel_config_is_rejected_by_the_schema(bad, named):
-    from pathlib import Path
-
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
