@@ -132,7 +132,10 @@ rule ravel_metrics:
 
 rule ravel_figure:
     input:
-        tables=expand("results/real/l0_{target_l0}/ravel.csv", target_l0=saesanity_ravel.ravel_l0s(config)),
+        tables=expand(
+            "results/real/l0_{target_l0}/ravel.csv",
+            target_l0=saesanity_ravel.ravel_l0s(config) if RAVEL["enabled"] else [],
+        ),
         reference=rules.ravel_reference.output.result,
     output:
         figure="figures/ravel.pdf",
