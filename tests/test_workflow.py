@@ -266,3 +266,36 @@ def test_ground_truth_metadata_matches_the_config(smoke_run):
     )
     assert meta["num_features"] == 64 and meta["n"] == 16
     assert meta["expected_active_features"] == pytest.approx(4.0)
+
+
+def test_smoke_run_builds_ravel(smoke_run):
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["ravel"]
+    assert (smoke_run / "figures/ravel.pdf").read_bytes().startswith(b"%PDF")
+    data = json.loads((smoke_run / "results/ravel/pairs.json").read_text())
+    assert set(data["provenance"]) == {"geonames", "wordnet"}
+    assert data["entities"]["city"] == smoke["data"]["cities"]
+    # Every prompt was judged; only correct ones are kept and paired.
+    survival = data["survival"]
+    assert sum(row["prompts"] for row in survival.values()) == len(data["prompts"])
+    kept = [p for p in data["prompts"] if p["correct"]]
+    assert data["attributes"] and set(data["attributes"]) <= set(survival)
+    split_of = {(p["entity_type"], p["entity"]): p["split"] for p in data["prompts"]}
+    for splits in data["attributes"].values():
+        for split, pairs in splits.items():
+            for base, source, _ in pairs:
+                for index in (base, source):
+                    prompt = kept[index]
+                    assert split_of[(prompt["entity_type"], prompt["entity"])] == split
+    # One row per checkpoint at the evaluated L0, joined into the L0's metrics and table 1.
+    table = pd.read_csv(smoke_run / "results/real/l0_8/ravel.csv")
+    assert len(table) == 7  # 4 trained architectures + TopK's 3 baselines
+    assert table["ravel_disentanglement"].between(0, 1).all()
+    assert (table["ravel_seconds"] > 0).all()
+    metrics = pd.read_csv(smoke_run / "results/real/metrics.csv")
+    assert metrics.loc[metrics["target_l0"] == 8, "ravel_disentanglement"].notna().all()
+    assert metrics.loc[metrics["target_l0"] == 16, "ravel_disentanglement"].isna().all()
+    table1 = pd.read_csv(smoke_run / "results/real/table1.csv")
+    assert "ravel_disentanglement_mean" in table1.columns
+    reference = json.loads((smoke_run / "results/ravel/residual_reference.json").read_text())
+    assert set(reference["attributes"]) == set(data["attributes"])
+    assert 0 <= reference["metrics"]["ravel_disentanglement"] <= 1
