@@ -7,6 +7,33 @@ from saesanity.training import INITS, VARIANTS
 
 saesanity_workflow.check_config(config)
 
+# ------------------------------------------------------------ scheduler requests
+# Every rule is one of five job kinds; its threads and resources (mem_mb, runtime in
+# minutes, gpu) come from the config, so the same rules ask a laptop for CPUs and a SLURM
+# cluster (config/paper.yaml) for GPUs: `threads: job_threads("train")` and
+# `resources: **job_resources("train")`.
+#   train     SAE training (synthetic, real, length study)
+#   extract   language-model forward passes over the corpus (activations, splice reference)
+#   evaluate  per-checkpoint evaluation (may run the language model)
+#   prepare   downloads, corpus building, tokenising (CPU, network)
+#   light     tables and figures
+JOB_KINDS = ("train", "extract", "evaluate", "prepare", "light")
+
+
+def job_threads(kind):
+    """Threads of a job of `kind`: config `threads` (train/evaluate/extract), else one."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r} is not one of {JOB_KINDS}")
+    return int(config["threads"].get(kind, 1))
+
+
+def job_resources(kind):
+    """Scheduler resources of a job of `kind`: config `resources.<kind>`."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r} is not one of {JOB_KINDS}")
+    return dict(config["resources"][kind])
+
+
 SYNTHETIC = config["synthetic"]
 SYNTHETIC_RUNS = saesanity_workflow.synthetic_runs(config)
 RUN_DIR = saesanity_workflow.SYNTHETIC_RUN_DIR

@@ -41,12 +41,11 @@ rule length_evaluate_main:
         f"logs/length/evaluate_main/{RUN_PATH}.log",
     benchmark:
         f"benchmarks/length/evaluate_main/{RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=20,
     script:
         "../workflow_scripts/length_evaluate.py"
 
@@ -66,12 +65,11 @@ rule length_train:
         f"logs/length/train/{LONG_RUN_PATH}.log",
     benchmark:
         f"benchmarks/length/train/{LONG_RUN_PATH}.tsv"
-    threads: config["threads"]["train"]
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=600,
     script:
         "../workflow_scripts/length_train.py"
 
@@ -94,12 +92,11 @@ rule length_evaluate_long:
         f"logs/length/evaluate_long/{LONG_RUN_PATH}.log",
     benchmark:
         f"benchmarks/length/evaluate_long/{LONG_RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=30,
     script:
         "../workflow_scripts/length_evaluate.py"
 
@@ -116,6 +113,9 @@ rule length_table:
         "logs/length/table_{length_source}.log",
     benchmark:
         "benchmarks/length/table_{length_source}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -133,6 +133,9 @@ rule length_figure:
         "logs/figures/length_{length_source}.log",
     benchmark:
         "benchmarks/figures/length_{length_source}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -156,6 +159,9 @@ rule length_sensitivity:
         "logs/length/sensitivity.log",
     benchmark:
         "benchmarks/length/sensitivity.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:

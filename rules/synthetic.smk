@@ -26,11 +26,11 @@ rule synthetic_ground_truth:
         "logs/synthetic/ground_truth/{regime}.log",
     benchmark:
         "benchmarks/synthetic/ground_truth/{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../workflow_scripts/synthetic_ground_truth.py"
 
@@ -50,12 +50,11 @@ rule synthetic_train:
         f"logs/synthetic/train/{RUN_PATH}.log",
     benchmark:
         f"benchmarks/synthetic/train/{RUN_PATH}.tsv"
-    threads: config["threads"]["train"]
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=120,
     script:
         "../workflow_scripts/synthetic_train.py"
 
@@ -79,12 +78,11 @@ rule synthetic_evaluate:
         f"logs/synthetic/evaluate/{RUN_PATH}.log",
     benchmark:
         f"benchmarks/synthetic/evaluate/{RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../workflow_scripts/synthetic_evaluate.py"
 
@@ -98,6 +96,9 @@ rule synthetic_regime_metrics:
         "logs/synthetic/metrics/{regime}.log",
     benchmark:
         "benchmarks/synthetic/metrics/{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -113,6 +114,9 @@ rule synthetic_metrics:
         "logs/synthetic/metrics/all.log",
     benchmark:
         "benchmarks/synthetic/metrics/all.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -129,6 +133,9 @@ rule synthetic_summary:
         "logs/synthetic/summary.log",
     benchmark:
         "benchmarks/synthetic/summary.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -151,6 +158,9 @@ rule synthetic_regime_figure:
         "logs/figures/synthetic_{regime}.log",
     benchmark:
         "benchmarks/figures/synthetic_{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -168,6 +178,9 @@ rule synthetic_architectures_figure:
         "logs/figures/synthetic_architectures.log",
     benchmark:
         "benchmarks/figures/synthetic_architectures.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -183,6 +196,9 @@ rule synthetic_curves_figure:
         "logs/figures/synthetic_curves.log",
     benchmark:
         "benchmarks/figures/synthetic_curves.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
