@@ -1,0 +1,130 @@
+"""Scale-out (issue 7): the SLURM profile on a real one-node SLURM cluster, the conda
+environments against pyproject.toml, provenance columns, and resuming a killed run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from saesanity import provenance
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SMOKE = ("config.yaml", "config/smoke.yaml")
+
+
+def snakemake_command(workdir: Path, *args: str, configs=SMOKE) -> list[str]:
+    return [
+        *SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", *[c if Path(c).is_absolute() else str(REPO / c) for c in configs],
+        *args,
+    ]  # fmt: skip
+
+
+def write_override(path: Path, override: dict) -> str:
+    path.write_text(yaml.safe_dump(override))
+    return str(path)
+
+
+# A real grid small enough for a test, still with table 1's "best frozen - trained" row:
+# TopK trained and with a frozen decoder at the smoke L0.
+SMALL_REAL_GRID = {
+    "real": {
+        "enabled_runs": ["topk_pair"],
+        "runs": {
+            "topk_pair": {
+                "architectures": ["topk"],
+                "variants": {"trained": ["iso"], "frozen_decoder": ["cov"]},
+                "l0s": [8],
+                "seeds": [0],
+            }
+        },
+    }
+}
+
+
+# ---------------------------------------------------------------------------- SLURM
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A one-node SLURM cluster on loopback; its daemons are stopped by pid afterwards.
+    Fails (never skips) when SLURM cannot be installed: CI must run this test."""
+    from slurm_cluster import OneNodeCluster, install_slurm
+
+    try:
+        install_slurm()
+    except RuntimeError as error:
+        pytest.fail(f"could not install SLURM from Debian's packages: {error}")
+    # munged runs as the munge user and must reach its socket: not under pytest's
+    # root-only tmp directory.
+    root = Path(tempfile.mkdtemp(prefix="saesanity-slurm-"))
+    os.chmod(root, 0o755)
+    # MinJobAge 1 h: squeue still lists every finished job when the test inspects them.
+    cluster = OneNodeCluster(root, cpus=os.cpu_count() or 2, memory_mb=8000, min_job_age_s=3600)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_slurm_profile_runs_the_smoke_table_through_slurm(
+    slurm_cluster, embedded_model_dir, tmp_path
+):
+    workdir = tmp_path / "work"
+    shutil.copytree(embedded_model_dir, workdir / "resources" / "model")
+    override = write_override(tmp_path / "small_grid.yaml", SMALL_REAL_GRID)
+    command = snakemake_command(
+        workdir,
+        "--profile", str(REPO / "profiles/slurm"),
+        # The test cluster has no accounts and answers at once: shorter waits than a
+        # real cluster's (MinJobAge 300 s >= 3 x 5 s keeps squeue reliable).
+        "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "5",
+        "--seconds-between-status-checks", "2", "--latency-wait", "5",
+        "results/real/table1.csv",
+        configs=(*SMOKE, override),
+    )  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=workdir, env=slurm_cluster.env, timeout=1500
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:] + slurm_cluster.logs()
+    table = pd.read_csv(workdir / "results/real/table1.csv")
+    assert set(table["variant"]) == {"trained", "frozen_decoder", "best frozen - trained (%)"}
+    assert table["explained_variance_mean"].notna().all()
+
+    # Every job went through SLURM: Snakemake names a SLURM job id per submitted job,
+    # slurmctld ran each of them, and they completed on the node.
+    submitted = set(re.findall(r"SLURM jobid (\d+)", output))
+    finished = set(
+        re.findall(r"JobId=(\d+) done", (slurm_cluster.root / "slurmctld.log").read_text())
+    )
+    job_count = int(re.search(r"(\d+) of (\d+) steps \(100%\) done", output).group(2))
+    assert len(submitted) == job_count and submitted <= finished, output[-3000:]
+    # Each job asked SLURM for its rule's threads, memory and runtime (config/smoke.yaml
+    # `threads` and `resources`); the comment names the rule.
+    queue = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%C|%m|%l|%k"], env=slurm_cluster.env,
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    jobs = {fields[0]: fields[1:] for fields in (line.split("|") for line in queue.splitlines())}
+    assert all(jobs[job][0] == "COMPLETED" for job in submitted), queue
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    trainings = [job for job in jobs.values() if "real_train" in job[4]]
+    assert len(trainings) == 2, queue
+    for state, cpus, memory, time_limit, _ in trainings:
+        assert int(cpus) == smoke["threads"]["train"]
+        assert memory == f"{smoke['resources']['train']['mem_mb']}M"
+        assert time_limit == f"{smoke['resources']['train']['runtime']}:00"
