@@ -132,3 +132,19 @@ def real_windows(split):
     if split == "eval":
         tokens = max(tokens, REAL["activations"]["splice_windows"] * (REAL["model"]["context"] - 1))
     return -(-tokens // (REAL["model"]["context"] - 1))
+
+
+# ------------------------------------------------------------ report (scale_out.smk)
+def benchmark_patterns():
+    """Rule name -> its benchmark file pattern, for every rule that has one."""
+    return {rule.name: str(rule.benchmark) for rule in workflow.rules if rule.benchmark}
+
+
+def study_targets(wildcards):
+    """Everything the other `<study>_all` rules build: runtimes are read after them."""
+    return [
+        path
+        for rule in workflow.rules
+        if rule.name.endswith("_all") and rule.name != "scale_out_all"
+        for path in rule.input
+    ]

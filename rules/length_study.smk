@@ -105,8 +105,16 @@ rule length_table:
     input:
         lambda wc: saesanity_length.source_point_tables(config, wc.length_source),
     output:
-        table="results/length/{length_source}.csv",
-        settled="results/length/{length_source}_settled.csv",
+        table=report(
+            "results/length/{length_source}.csv",
+            caption="../report/length_table.rst",
+            category="Training length",
+        ),
+        settled=report(
+            "results/length/{length_source}_settled.csv",
+            caption="../report/length_settled.rst",
+            category="Training length",
+        ),
     params:
         tolerance=LENGTH.get("tolerance", 0.01),
     log:
@@ -126,7 +134,11 @@ rule length_figure:
     input:
         "results/length/{length_source}.csv",
     output:
-        "figures/length_{length_source}.pdf",
+        report(
+            "figures/length_{length_source}.pdf",
+            caption="../report/length_figure.rst",
+            category="Training length",
+        ),
     params:
         recovery_threshold=SYNTHETIC["recovery_threshold"],
     log:
@@ -146,8 +158,16 @@ rule length_sensitivity:
     input:
         saesanity_length.long_point_tables(config, include_long=False),
     output:
-        table="results/length/sensitivity.csv",
-        figure="figures/length_sensitivity.pdf",
+        table=report(
+            "results/length/sensitivity.csv",
+            caption="../report/length_sensitivity.rst",
+            category="Training length",
+        ),
+        figure=report(
+            "figures/length_sensitivity.pdf",
+            caption="../report/length_sensitivity.rst",
+            category="Training length",
+        ),
     params:
         budget=(
             saesanity_length.sensitivity_budget(config)

@@ -233,7 +233,11 @@ rule real_metrics:
     input:
         expand("results/real/l0_{target_l0}/metrics.csv", target_l0=real_run_l0s()),
     output:
-        "results/real/metrics.csv",
+        report(
+            "results/real/metrics.csv",
+            caption="../report/real_metrics.rst",
+            category="Case study 2: real activations",
+        ),
     log:
         "logs/real/metrics/all.log",
     benchmark:
@@ -252,8 +256,16 @@ rule real_table1:
     input:
         metrics=f"results/real/l0_{saesanity_workflow.real_table_l0(config)}/metrics.csv",
     output:
-        csv="results/real/table1.csv",
-        pdf="figures/table1.pdf",
+        csv=report(
+            "results/real/table1.csv",
+            caption="../report/table1.rst",
+            category="Case study 2: real activations",
+        ),
+        pdf=report(
+            "figures/table1.pdf",
+            caption="../report/table1.rst",
+            category="Case study 2: real activations",
+        ),
     params:
         l0=saesanity_workflow.real_table_l0(config),
         title=REAL_TABLE_TITLE,
@@ -276,8 +288,16 @@ rule real_figures:
         metrics="results/real/metrics.csv",
         drift=real_run_files("drift.csv", trained_only=True),
     output:
-        reconstruction="figures/real_reconstruction.pdf",
-        drift="figures/real_drift.pdf",
+        reconstruction=report(
+            "figures/real_reconstruction.pdf",
+            caption="../report/real_reconstruction.rst",
+            category="Case study 2: real activations",
+        ),
+        drift=report(
+            "figures/real_drift.pdf",
+            caption="../report/real_drift.rst",
+            category="Case study 2: real activations",
+        ),
     log:
         "logs/real/figures.log",
     benchmark:

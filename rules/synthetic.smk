@@ -109,7 +109,11 @@ rule synthetic_metrics:
     input:
         expand("results/synthetic/{regime}/metrics.csv", regime=synthetic_regimes()),
     output:
-        "results/synthetic/metrics.csv",
+        report(
+            "results/synthetic/metrics.csv",
+            caption="../report/synthetic_metrics.rst",
+            category="Case study 1: synthetic",
+        ),
     log:
         "logs/synthetic/metrics/all.log",
     benchmark:
@@ -127,8 +131,16 @@ rule synthetic_summary:
     input:
         "results/synthetic/metrics.csv",
     output:
-        table="results/synthetic/summary.csv",
-        figure="figures/synthetic_summary.pdf",
+        table=report(
+            "results/synthetic/summary.csv",
+            caption="../report/synthetic_summary.rst",
+            category="Case study 1: synthetic",
+        ),
+        figure=report(
+            "figures/synthetic_summary.pdf",
+            caption="../report/synthetic_summary.rst",
+            category="Case study 1: synthetic",
+        ),
     log:
         "logs/synthetic/summary.log",
     benchmark:
@@ -148,7 +160,11 @@ rule synthetic_regime_figure:
         metrics="results/synthetic/{regime}/metrics.csv",
         recovery=lambda wc: synthetic_run_files("recovery.csv", regime=wc.regime, study_only=True),
     output:
-        "figures/synthetic_{regime}.pdf",
+        report(
+            "figures/synthetic_{regime}.pdf",
+            caption="../report/synthetic_regime.rst",
+            category="Case study 1: synthetic",
+        ),
     params:
         law=lambda wc: SYNTHETIC["regimes"][wc.regime]["law"],
         recovery_threshold=SYNTHETIC["recovery_threshold"],
@@ -171,7 +187,11 @@ rule synthetic_architectures_figure:
     input:
         "results/synthetic/metrics.csv",
     output:
-        "figures/synthetic_architectures.pdf",
+        report(
+            "figures/synthetic_architectures.pdf",
+            caption="../report/synthetic_architectures.rst",
+            category="Case study 1: synthetic",
+        ),
     params:
         recovery_threshold=SYNTHETIC["recovery_threshold"],
     log:
@@ -191,7 +211,11 @@ rule synthetic_curves_figure:
     input:
         synthetic_run_files("curve.csv"),
     output:
-        "figures/synthetic_curves.pdf",
+        report(
+            "figures/synthetic_curves.pdf",
+            caption="../report/synthetic_curves.rst",
+            category="Case study 1: synthetic",
+        ),
     log:
         "logs/figures/synthetic_curves.log",
     benchmark:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from saesanity import provenance
 
@@ -124,7 +124,94 @@ def test_slurm_profile_runs_the_smoke_table_through_slurm(
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     trainings = [job for job in jobs.values() if "real_train" in job[4]]
     assert len(trainings) == 2, queue
-    for state, cpus, memory, time_limit, _ in trainings:
+    for _, cpus, memory, time_limit, _ in trainings:
         assert int(cpus) == smoke["threads"]["train"]
         assert memory == f"{smoke['resources']['train']['mem_mb']}M"
         assert time_limit == f"{smoke['resources']['train']['runtime']}:00"
+
+
+# ---------------------------------------------------------------------- environments
+CONDA_TO_PIP = {"pytorch": "torch"}
+
+
+def canonical(name: str) -> str:
+    name = re.sub(r"[-_.]+", "-", name).lower()
+    return CONDA_TO_PIP.get(name, name)
+
+
+def split_requirement(text: str) -> tuple[str, SpecifierSet]:
+    """'name>=1,<2' (pip or conda spelling, markers dropped) -> (canonical name, specifier)."""
+    text = text.split(";")[0].strip()
+    name, spec = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", text).groups()
+    return canonical(name), SpecifierSet(spec.replace(" ", ""))
+
+
+def conda_requirements(path: Path) -> dict[str, SpecifierSet]:
+    environment = yaml.safe_load(path.read_text())
+    entries = []
+    for entry in environment["dependencies"]:
+        if isinstance(entry, dict):  # the pip section
+            entries += [e for e in entry.get("pip", []) if not e.startswith("-")]
+        else:
+            entries.append(entry)
+    return dict(split_requirement(entry) for entry in entries)
+
+
+@pytest.mark.parametrize("env_file", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_conda_environment_matches_pyproject(env_file):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    required = dict(split_requirement(r) for r in project["dependencies"])
+    listed = conda_requirements(env_file)
+    assert set(required) <= set(listed), f"{env_file.name} lacks {set(required) - set(listed)}"
+    for name, specifier in required.items():
+        assert listed[name] == specifier, f"{env_file.name}: {name}{listed[name]} != {specifier}"
+    extra = set(listed) - set(required) - {"python", "pip"}
+    assert not extra, f"{env_file.name} lists packages pyproject.toml does not: {extra}"
+    # The environment's Python satisfies the project's requires-python.
+    lowest = re.search(r">=\s*([\d.]+)", str(listed["python"])).group(1)
+    assert SpecifierSet(project["requires-python"]).contains(lowest)
+
+
+def test_split_requirement_reads_both_spellings():
+    assert split_requirement("pytorch>=2.4") == ("torch", SpecifierSet(">=2.4"))
+    assert split_requirement("Transformer_Lens >=4.3, <5") == (
+        "transformer-lens", SpecifierSet("<5,>=4.3"),
+    )  # fmt: skip
+    assert split_requirement("x==2.8.0; python_version >= '3.11'")[1] == SpecifierSet("==2.8.0")
+    # A different range is a mismatch.
+    assert split_requirement("numpy>=1.26")[1] != split_requirement("numpy>=2")[1]
+
+
+# ------------------------------------------------------------------------ provenance
+def test_stamp_sets_code_version_config_hash_and_versions_on_every_row():
+    frame = pd.DataFrame({"a": [1, 2, 3]})
+    config = {"synthetic": {"k": 20}, "real": {"l0s": [8]}}
+    stamped = provenance.stamp(frame, config)
+    assert list(stamped.columns) == ["a", *provenance.PROVENANCE_COLUMNS]
+    assert stamped["config_hash"].nunique() == 1
+    # The hash follows the config's content, not its key order.
+    reordered = {"real": {"l0s": [8]}, "synthetic": {"k": 20}}
+    assert provenance.config_hash(reordered) == stamped["config_hash"].iloc[0]
+    assert provenance.config_hash({**config, "real": {"l0s": [16]}}) != provenance.config_hash(
+        config
+    )
+    # This checkout is a git work tree: the version is git's, not "unknown".
+    git = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--tags"], cwd=REPO,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert stamped["code_version"].iloc[0] == git.stdout.strip()
+    versions = dict(item.split("==") for item in stamped["package_versions"].iloc[0].split(";"))
+    assert versions["torch"] == metadata.version("torch")
+    assert versions["pandas"] == pd.__version__ and "python" in versions
+    # Restamping replaces the columns instead of duplicating them.
+    assert list(provenance.stamp(stamped, config).columns) == list(stamped.columns)
+    assert list(provenance.without_provenance(stamped).columns) == ["a"]
+
+
+def test_code_version_is_unknown_outside_git(tmp_path):
+    provenance.code_version.cache_clear()
+    try:
+        assert provenance.code_version(tmp_path) == "unknown"
+    finally:
+        provenance.code_version.cache_clear()
