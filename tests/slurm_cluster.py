@@ -2,9 +2,10 @@
 
 `install_slurm()` installs slurmctld, slurmd, slurm-client and munge with apt-get when
 they are missing (CI runs as root with Debian's registry reachable) and raises with the
-apt-get output when it cannot. `OneNodeCluster` writes /etc/slurm/slurm.conf (putting back
-any previous one when it stops) with its state in a scratch directory, starts munged, slurmctld and slurmd in the foreground as child processes
-(no systemd here) and stops exactly those processes, by pid.
+apt-get output when it cannot. `OneNodeCluster` writes /etc/slurm/slurm.conf (putting
+back any previous one when it stops) with its state in a scratch directory, starts
+munged, slurmctld and slurmd in the foreground as child processes (no systemd here) and
+stops exactly those processes, by pid.
 
 Facts this relies on (Debian 12, SLURM 22.05): without cgroups, process tracking and
 task binding must be `proctrack/linuxproc` and `task/none`; `select/cons_tres` with
