@@ -215,3 +215,40 @@ def test_code_version_is_unknown_outside_git(tmp_path):
         assert provenance.code_version(tmp_path) == "unknown"
     finally:
         provenance.code_version.cache_clear()
+
+
+# ------------------------------------------------------------------------- resources
+def planned_resources(result, rule: str) -> dict[str, str]:
+    """The `resources:` (and threads) Snakemake's dry run prints for the first job of `rule`."""
+    block = result.stdout.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+    values = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
+    threads = re.search(r"threads: (\d+)", block)
+    values["threads"] = threads.group(1) if threads else "1"
+    return values
+
+
+@pytest.mark.parametrize(
+    "configs, expected",
+    [
+        (("config.yaml",), {"gpu": "0", "mem_mb": "8000", "runtime": "600", "threads": "8"}),
+        (("config.yaml", "config/paper.yaml"),
+         {"gpu": "1", "mem_mb": "64000", "runtime": "2880", "threads": "8"}),
+    ],
+    ids=["default", "paper"],
+)  # fmt: skip
+def test_training_jobs_ask_for_the_configured_resources(configs, expected, tmp_path):
+    target = "results/real/runs/topk/trained/iso/l0_40/seed0/sae.safetensors"
+    if "config/paper.yaml" in configs:
+        target = target.replace("l0_40", "l0_160")
+    # One dry run: a training job and table 1 (whose rule is a light job).
+    result = subprocess.run(
+        snakemake_command(tmp_path, "-n", "--cores", "8", target, "results/real/table1.csv",
+                          configs=configs),
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    resources = planned_resources(result, "real_train")
+    assert {key: resources.get(key) for key in expected} == expected
+    # Tables and figures never ask for a GPU.
+    table = planned_resources(result, "real_table1")
+    assert table["gpu"] == "0" and table["threads"] == "1"
