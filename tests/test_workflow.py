@@ -271,7 +271,8 @@ def test_ground_truth_metadata_matches_the_config(smoke_run):
 # ------------------------------------------------------------- scale-out (issue 7)
 def test_result_tables_carry_provenance(smoke_run):
     """Every result table row says which code, config and packages made it."""
-    from saesanity.provenance import PROVENANCE_COLUMNS, code_version
+
+    from saesanity.provenance import PROVENANCE_COLUMNS
 
     header = (smoke_run / "results/config.yaml").read_text().splitlines()[0]
     config_hash = header.removeprefix("# config_hash: ")
@@ -286,7 +287,8 @@ def test_result_tables_carry_provenance(smoke_run):
         table = pd.read_csv(smoke_run / name)
         assert set(PROVENANCE_COLUMNS) <= set(table.columns), name
         assert (table["config_hash"] == config_hash).all(), name
-        assert (table["code_version"] == code_version()).all(), name
+        # git describe of this checkout (a commit id, maybe "-dirty"), not "unknown".
+        assert table["code_version"].str.fullmatch(r"(.+-g)?[0-9a-f]{7,}(-dirty)?").all(), name
         assert table["package_versions"].str.contains("torch==").all(), name
 
 
