@@ -137,14 +137,16 @@ def real_windows(split):
 # ------------------------------------------------------------ report (scale_out.smk)
 def benchmark_patterns():
     """Rule name -> its benchmark file pattern, for every rule that has one."""
-    return {rule.name: str(rule.benchmark) for rule in workflow.rules if rule.benchmark}
+    return {r.name: str(r.benchmark) for r in workflow.rules if r.benchmark}
 
 
 def study_targets(wildcards):
     """Everything the other `<study>_all` rules build: runtimes are read after them."""
-    return [
-        path
-        for rule in workflow.rules
-        if rule.name.endswith("_all") and rule.name != "scale_out_all"
-        for path in rule.input
-    ]
+    targets = []
+    for candidate in workflow.rules:
+        if not candidate.name.endswith("_all") or candidate.name == "scale_out_all":
+            continue
+        for item in candidate.input:
+            item = item(wildcards) if callable(item) else item  # an input function
+            targets.extend([item] if isinstance(item, str) else list(item))
+    return targets
