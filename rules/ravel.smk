@@ -26,12 +26,11 @@ rule ravel_fetch:
         "logs/ravel/fetch.log",
     benchmark:
         "benchmarks/ravel/fetch.tsv"
-    threads: 1
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=20,
     script:
         "../workflow_scripts/ravel_fetch.py"
 
@@ -51,12 +50,11 @@ rule ravel_data:
         "logs/ravel/data.log",
     benchmark:
         "benchmarks/ravel/data.tsv"
-    threads: config["threads"]["extract"]
+    threads: job_threads("extract")
+    resources:
+        **job_resources("extract"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/ravel_data.py"
 
@@ -76,12 +74,11 @@ rule ravel_reference:
         "logs/ravel/reference.log",
     benchmark:
         "benchmarks/ravel/reference.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/ravel_evaluate.py"
 
@@ -102,12 +99,11 @@ rule ravel_evaluate:
         f"logs/ravel/evaluate/{REAL_RUN_PATH}.log",
     benchmark:
         f"benchmarks/ravel/evaluate/{REAL_RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/ravel_evaluate.py"
 
@@ -121,12 +117,11 @@ rule ravel_metrics:
         "logs/ravel/metrics/l0_{target_l0}.log",
     benchmark:
         "benchmarks/ravel/metrics/l0_{target_l0}.tsv"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../workflow_scripts/ravel_metrics.py"
 
@@ -139,16 +134,19 @@ rule ravel_figure:
         ),
         reference=rules.ravel_reference.output.result,
     output:
-        figure="figures/ravel.pdf",
+        figure=report(
+            "figures/ravel.pdf",
+            caption="../report/ravel.rst",
+            category="Case study 2: real activations",
+        ),
     log:
         "logs/ravel/figure.log",
     benchmark:
         "benchmarks/ravel/figure.tsv"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../workflow_scripts/ravel_figure.py"
