@@ -39,12 +39,11 @@ rule autointerp_fetch_judge:
         "logs/autointerp/fetch_judge.log",
     benchmark:
         "benchmarks/autointerp/fetch_judge.tsv"
-    threads: 1
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=30,
     script:
         "../workflow_scripts/autointerp_fetch_judge.py"
 
@@ -70,12 +69,13 @@ rule autointerp_score:
         f"logs/autointerp/score/{REAL_RUN_PATH}.log",
     benchmark:
         f"benchmarks/autointerp/score/{REAL_RUN_PATH}.tsv"
+    # CHOICE: llama.cpp threads from autointerp.threads (1), not threads.evaluate: its
+    # threads busy-wait and ran 3x slower 2-up on 2 shared cores (docs/autointerp.md).
     threads: AUTOINTERP.get("threads", 1)
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=6000,
-        runtime=240,
     script:
         "../workflow_scripts/autointerp_score.py"
 
@@ -89,12 +89,11 @@ rule autointerp_metrics:
         "logs/autointerp/metrics_l0_{target_l0}.log",
     benchmark:
         "benchmarks/autointerp/metrics_l0_{target_l0}.tsv"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../workflow_scripts/autointerp_metrics.py"
 
@@ -114,11 +113,10 @@ rule autointerp_figures:
         "logs/autointerp/figures.log",
     benchmark:
         "benchmarks/autointerp/figures.tsv"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../workflow_scripts/autointerp_figures.py"

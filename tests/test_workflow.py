@@ -292,6 +292,8 @@ def test_smoke_run_scores_autointerp(smoke_run):
     assert (smoke_run / "figures/autointerp.pdf").read_bytes().startswith(b"%PDF")
     examples = (smoke_run / "figures/autointerp_examples.md").read_text()
     assert "not comparable with GPT-4o-mini" in examples and "**Description:**" in examples
+
+
 def test_smoke_run_builds_ravel(smoke_run):
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["ravel"]
     assert (smoke_run / "figures/ravel.pdf").read_bytes().startswith(b"%PDF")
@@ -323,6 +325,8 @@ def test_smoke_run_builds_ravel(smoke_run):
     reference = json.loads((smoke_run / "results/ravel/residual_reference.json").read_text())
     assert set(reference["attributes"]) == set(data["attributes"])
     assert 0 <= reference["metrics"]["ravel_disentanglement"] <= 1
+
+
 # ------------------------------------------------------------- scale-out (issue 7)
 def test_result_tables_carry_provenance(smoke_run):
     """Every result table row says which code, config and packages made it."""
