@@ -24,6 +24,7 @@ include: "rules/common.smk"
 include: "rules/synthetic.smk"
 include: "rules/real.smk"
 include: "rules/length_study.smk"
+include: "rules/autointerp.smk"
 include: "rules/ravel.smk"
 include: "rules/scale_out.smk"
 
@@ -34,5 +35,6 @@ rule all:
         rules.synthetic_all.input,
         rules.real_all.input,
         rules.length_all.input,
+        rules.autointerp_all.input,
         rules.ravel_all.input,
         rules.scale_out_all.input,

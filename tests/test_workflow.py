@@ -268,6 +268,32 @@ def test_ground_truth_metadata_matches_the_config(smoke_run):
     assert meta["expected_active_features"] == pytest.approx(4.0)
 
 
+def test_smoke_run_scores_autointerp(smoke_run):
+    """AutoInterp at the table's L0 (the smoke judge is SmolLM2: plumbing, not scores)."""
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    table = pd.read_csv(smoke_run / "results/real/l0_8/autointerp.csv")
+    # TopK's 4 variants at L0 8 (autointerp.architectures: [topk]).
+    assert sorted(table["variant"]) == sorted(
+        ["trained", "frozen_decoder", "soft_frozen_decoder", "frozen_encoder"]
+    )
+    assert table["autointerp_score"].between(0, 1).all()
+    assert (table["autointerp_latents"] == smoke["autointerp"]["latents"]).all()
+    # Table 1 shows the AutoInterp column; the other L0 has no AutoInterp.
+    assert "autointerp_score_mean" in pd.read_csv(smoke_run / "results/real/table1.csv").columns
+    assert "autointerp_score" not in pd.read_csv(smoke_run / "results/real/l0_16/metrics.csv")
+    run = smoke_run / "results/real/runs/topk/frozen_decoder/cov/l0_8/seed0"
+    records = [json.loads(line) for line in (run / "autointerp.jsonl").read_text().splitlines()]
+    assert len(records) == smoke["autointerp"]["latents"]
+    for record in records:
+        assert record["description"] and "<<" in record["explain_prompt"][1]["content"]
+        assert {answer["label"] for answer in record["detection"]} == {0, 1}
+    scores = pd.read_csv(smoke_run / "results/real/autointerp/scores.csv")
+    assert len(scores) == 4 * smoke["autointerp"]["latents"]
+    assert (smoke_run / "figures/autointerp.pdf").read_bytes().startswith(b"%PDF")
+    examples = (smoke_run / "figures/autointerp_examples.md").read_text()
+    assert "not comparable with GPT-4o-mini" in examples and "**Description:**" in examples
+
+
 def test_smoke_run_builds_ravel(smoke_run):
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["ravel"]
     assert (smoke_run / "figures/ravel.pdf").read_bytes().startswith(b"%PDF")
@@ -299,6 +325,8 @@ def test_smoke_run_builds_ravel(smoke_run):
     reference = json.loads((smoke_run / "results/ravel/residual_reference.json").read_text())
     assert set(reference["attributes"]) == set(data["attributes"])
     assert 0 <= reference["metrics"]["ravel_disentanglement"] <= 1
+
+
 # ------------------------------------------------------------- scale-out (issue 7)
 def test_result_tables_carry_provenance(smoke_run):
     """Every result table row says which code, config and packages made it."""

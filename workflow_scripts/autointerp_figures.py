@@ -1,0 +1,17 @@
+"""Snakemake script: score distributions per variant and the best latents' examples."""
+
+from saesanity.autointerp import load_latent_scores
+from saesanity.autointerp_plots import figure_autointerp, write_examples
+from saesanity.synthetic_study import write_csv
+from saesanity.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+scores = load_latent_scores(list(snakemake.input.scores))
+write_csv(scores, snakemake.output.scores)
+figure_autointerp(scores, snakemake.output.figure, judge=snakemake.params.judge)
+write_examples(
+    list(snakemake.input.records),
+    snakemake.output.examples,
+    judge=snakemake.params.judge,
+    per_run=int(snakemake.params.examples_per_run),
+)
