@@ -104,8 +104,16 @@ rule autointerp_figures:
         records=autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.jsonl"),
     output:
         scores="results/real/autointerp/scores.csv",
-        figure="figures/autointerp.pdf",
-        examples="figures/autointerp_examples.md",
+        figure=report(
+            "figures/autointerp.pdf",
+            caption="../report/autointerp.rst",
+            category="Case study 2: real activations",
+        ),
+        examples=report(
+            "figures/autointerp_examples.md",
+            caption="../report/autointerp_examples.rst",
+            category="Case study 2: real activations",
+        ),
     params:
         judge=lambda wc: autointerp_workflow.judge_label(config),
         examples_per_run=AUTOINTERP.get("examples_per_run", 3),

@@ -2,12 +2,12 @@
 
 from saesanity.autointerp import load_latent_scores
 from saesanity.autointerp_plots import figure_autointerp, write_examples
-from saesanity.synthetic_study import write_csv
+from saesanity.provenance import write_result_csv
 from saesanity.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
 scores = load_latent_scores(list(snakemake.input.scores))
-write_csv(scores, snakemake.output.scores)
+write_result_csv(scores, snakemake.output.scores, snakemake.config)
 figure_autointerp(scores, snakemake.output.figure, judge=snakemake.params.judge)
 write_examples(
     list(snakemake.input.records),

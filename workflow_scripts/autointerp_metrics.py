@@ -1,8 +1,10 @@
 """Snakemake script: the per-L0 AutoInterp table (one row per checkpoint)."""
 
 from saesanity.autointerp import collect_autointerp_metrics
-from saesanity.synthetic_study import write_csv
+from saesanity.provenance import write_result_csv
 from saesanity.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
-write_csv(collect_autointerp_metrics(list(snakemake.input)), snakemake.output[0])
+write_result_csv(
+    collect_autointerp_metrics(list(snakemake.input)), snakemake.output[0], snakemake.config
+)

@@ -79,6 +79,7 @@ METRIC_LABELS: dict[str, str] = {
     "ce_loss_score": "CE score",
     "kl_div_score": "KL score",
     "ravel_disentanglement": "RAVEL",
+    "autointerp_score": "AutoInterp",
 }
 # Axis labels for the line figures.
 METRIC_AXIS_LABELS: dict[str, str] = {
