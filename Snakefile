@@ -19,6 +19,7 @@ include: "rules/common.smk"
 include: "rules/synthetic.smk"
 include: "rules/real.smk"
 include: "rules/length_study.smk"
+include: "rules/sparse_probing.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
         rules.synthetic_all.input,
         rules.real_all.input,
         rules.length_all.input,
+        rules.sparse_probing_all.input,
