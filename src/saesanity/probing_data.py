@@ -444,24 +444,37 @@ def balanced_split(
         notes["scaled_down"] = f"smallest class has {available} examples < {wanted}"
     else:
         train_n, test_n = train_per_class, test_per_class
-    parts = []
-    for label, rows in examples.groupby("label", sort=True):
-        by_group = {g: r for g, r in rows.groupby("group", sort=False)}
-        order = _stable_shuffle(list(by_group), seed, str(label))
-        need = {"test": test_n, "train": train_n}
-        split_of_group = {}
-        for group in order:
-            split = "test" if need["test"] > 0 else "train" if need["train"] > 0 else None
-            if split is None:
-                break
-            take = by_group[group].head(need[split])
-            need[split] -= len(take)
-            split_of_group[group] = split
-            parts.append(take.assign(split=split))
-        if need["train"] or need["test"]:
-            raise ProbingDataError(f"class {label!r}: groups ran out ({need} missing)")
+    # One order of groups for all classes; test groups are taken first, then train takes
+    # only groups that no class uses for test (a GNOME page is test in every language).
+    order = {
+        g: i
+        for i, g in enumerate(_stable_shuffle(list(examples["group"].unique()), seed, "groups"))
+    }
+    examples = examples.assign(_order=examples["group"].map(order)).sort_values(
+        ["_order", "text"], kind="stable"
+    )
+    chosen: dict[str, dict[str, pd.DataFrame]] = {"test": {}, "train": {}}
+    for split, n in (("test", test_n), ("train", train_n)):
+        taken = set().union(*(set(f["group"]) for f in chosen["test"].values()))
+        for label, rows in examples.groupby("label", sort=True):
+            if split == "train":
+                rows = rows[~rows["group"].isin(taken)]
+            groups = rows["group"].drop_duplicates()
+            # whole groups up to n examples; the last group is cut rather than split
+            sizes = rows.groupby("group", sort=False).size().reindex(groups)
+            before = sizes.cumsum() - sizes
+            keep = set(groups[(before < n).to_numpy()])
+            picked = rows[rows["group"].isin(keep)].head(n)
+            if len(picked) < n:
+                raise ProbingDataError(
+                    f"class {label!r}: {len(picked)} {split} examples left after the test "
+                    f"groups, {n} needed"
+                )
+            chosen[split][label] = picked.assign(split=split)
+    parts = [frame for split in ("train", "test") for frame in chosen[split].values()]
+    data = pd.concat(parts, ignore_index=True).drop(columns="_order")
     notes["per_class"] = {"train": train_n, "test": test_n}
-    return pd.concat(parts, ignore_index=True), notes
+    return data, notes
 
 
 def clean_examples(examples: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
