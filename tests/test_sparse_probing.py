@@ -2,12 +2,15 @@
 activation cache on the real embedded model."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from saesanity.probing_data import (
     FAMILIES,
@@ -220,3 +223,23 @@ def test_cache_and_checkpoint_evaluation_on_the_real_model(language_model, tmp_p
     baselines = residual_baselines({"sentiment": cache}, [1], [0.1, 1.0], 0.25)
     assert list(baselines["family"]) == ["sentiment", "all"]
     assert 0.0 <= baselines["llm_test_accuracy"].iloc[-1] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ({"families": ["weather"]}, "weather"),
+        ({"classes": {"news": ["sports", "cooking"]}}, "sparse_probing.classes.news"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+    ],
+)
+def test_bad_probing_config_fails_at_parse_time_naming_the_key(override, named, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"sparse_probing": override}))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+               "--directory", str(tmp_path), "-n", "--configfile", str(repo / "config.yaml"),
+               str(path), "--", "all"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
