@@ -69,7 +69,7 @@ rule probing_cache:
     params:
         model=REAL_MODEL_SPEC,
         context=PROBING["context"],
-        batch_size=PROBING["batch_size"],
+        batch_tokens=PROBING["batch_tokens"],
         outlier_factor=(
             REAL["activations"]["outlier_norm_factor"] if PROBING["drop_outlier_tokens"] else None
         ),

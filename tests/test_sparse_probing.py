@@ -190,7 +190,7 @@ def test_cache_and_checkpoint_evaluation_on_the_real_model(language_model, tmp_p
             rows.append({"text": f"{text} ({i})", "label": label,
                          "split": "test" if i >= 4 else "train"})  # fmt: skip
     data = pd.DataFrame(rows)
-    cache = cache_activations(language_model, data, context=12, batch_size=4, outlier_factor=3.0)
+    cache = cache_activations(language_model, data, context=12, batch_tokens=40, outlier_factor=3.0)
     path = tmp_path / "cache.safetensors"
     save_cache(cache, path)
     cache = load_cache(path)

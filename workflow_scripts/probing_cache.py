@@ -13,7 +13,7 @@ cache = cache_activations(
     model,
     pd.read_parquet(snakemake.input.data),
     context=int(snakemake.params.context),
-    batch_size=int(snakemake.params.batch_size),
+    batch_tokens=int(snakemake.params.batch_tokens),
     outlier_factor=snakemake.params.outlier_factor,
 )
 save_cache(cache, snakemake.output.cache)

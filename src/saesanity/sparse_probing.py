@@ -115,7 +115,7 @@ def cache_activations(
     model,
     data: pd.DataFrame,
     context: int,
-    batch_size: int,
+    batch_tokens: int,
     outlier_factor: float | None,
 ) -> ActivationCache:
     """Hook activations of every example's non-special tokens (see the module docstring).
@@ -130,9 +130,15 @@ def cache_activations(
     special = torch.tensor(sorted(set(model.tokenizer.all_special_ids)))
     pad_id = model.tokenizer.pad_token_id
     pad_id = model.bos_token_id if pad_id is None else pad_id
-    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # little padding
+    # Texts sorted by length (little padding), batched up to `batch_tokens` padded tokens:
+    # a forward pass has a large fixed cost, so short texts go in large batches.
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
     per_example: list[torch.Tensor | None] = [None] * len(tokens)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = [[]]
+    for i in order:
+        if batches[-1] and (len(batches[-1]) + 1) * len(tokens[i]) > batch_tokens:
+            batches.append([])
+        batches[-1].append(i)
     for batch in tqdm(batches, desc="probing activations", mininterval=10):
         width = max(len(tokens[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
