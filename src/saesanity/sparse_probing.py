@@ -26,6 +26,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from saesanity.checkpoint import atomic_write
+
+if TYPE_CHECKING:
+    from saesanity.language_model import LanguageModel
+    from saesanity.sae import SparseAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ def tokenize_examples(
 
 
 def cache_activations(
-    model,
+    model: LanguageModel,
     data: pd.DataFrame,
     context: int,
     batch_tokens: int,
@@ -328,7 +333,9 @@ def residual_baselines(
 
 
 @torch.no_grad()
-def sae_pooled_latents(sae, cache: ActivationCache, batch_tokens: int = 4096) -> np.ndarray:
+def sae_pooled_latents(
+    sae: SparseAutoencoder, cache: ActivationCache, batch_tokens: int = 4096
+) -> np.ndarray:
     """The SAE's latents of every kept token, mean-pooled per example [examples, d_sae]."""
     example = cache.example_index()
     sums = torch.zeros(cache.n_examples, sae.d_sae, dtype=torch.float64)
@@ -339,7 +346,9 @@ def sae_pooled_latents(sae, cache: ActivationCache, batch_tokens: int = 4096) ->
     return (sums / counts[:, None]).float().numpy()
 
 
-def evaluate_checkpoint(sae, caches: dict[str, ActivationCache], ks: list[int]) -> dict:
+def evaluate_checkpoint(
+    sae: SparseAutoencoder, caches: dict[str, ActivationCache], ks: list[int]
+) -> dict:
     """SAEBench's sae_top_{k}_test_accuracy per family and averaged over families."""
     metrics: dict[str, float] = {}
     per_k: dict[int, list[float]] = {k: [] for k in ks}
