@@ -3,6 +3,8 @@
 #   snakemake --cores 8 figures/synthetic_variable.pdf   # one target and what it needs
 #   snakemake --cores 8 figures/table1.pdf             # case study 2's table 1
 #   snakemake --cores 8 --configfile config/synthetic_full.yaml all
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml all   # on SLURM
+#   snakemake --report report.html               # after a run: figures, tables, runtimes
 
 from snakemake.utils import min_version, validate
 
@@ -15,11 +17,16 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/synthetic.smk"
 include: "rules/real.smk"
 include: "rules/length_study.smk"
 include: "rules/sparse_probing.smk"
+include: "rules/ravel.smk"
+include: "rules/scale_out.smk"
 
 
 rule all:
@@ -29,3 +36,5 @@ rule all:
         rules.real_all.input,
         rules.length_all.input,
         rules.sparse_probing_all.input,
+        rules.ravel_all.input,
+        rules.scale_out_all.input,

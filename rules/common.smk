@@ -7,6 +7,33 @@ from saesanity.training import INITS, VARIANTS
 
 saesanity_workflow.check_config(config)
 
+# ------------------------------------------------------------ scheduler requests
+# Every rule is one of five job kinds; its threads and resources (mem_mb, runtime in
+# minutes, gpu) come from the config, so the same rules ask a laptop for CPUs and a SLURM
+# cluster (config/paper.yaml) for GPUs: `threads: job_threads("train")` and
+# `resources: **job_resources("train")`.
+#   train     SAE training (synthetic, real, length study)
+#   extract   language-model forward passes over the corpus (activations, splice reference)
+#   evaluate  per-checkpoint evaluation (may run the language model)
+#   prepare   downloads, corpus building, tokenising (CPU, network)
+#   light     tables and figures
+JOB_KINDS = ("train", "extract", "evaluate", "prepare", "light")
+
+
+def job_threads(kind):
+    """Threads of a job of `kind`: config `threads` (train/evaluate/extract), else one."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r} is not one of {JOB_KINDS}")
+    return int(config["threads"].get(kind, 1))
+
+
+def job_resources(kind):
+    """Scheduler resources of a job of `kind`: config `resources.<kind>`."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r} is not one of {JOB_KINDS}")
+    return dict(config["resources"][kind])
+
+
 SYNTHETIC = config["synthetic"]
 SYNTHETIC_RUNS = saesanity_workflow.synthetic_runs(config)
 RUN_DIR = saesanity_workflow.SYNTHETIC_RUN_DIR
@@ -105,3 +132,21 @@ def real_windows(split):
     if split == "eval":
         tokens = max(tokens, REAL["activations"]["splice_windows"] * (REAL["model"]["context"] - 1))
     return -(-tokens // (REAL["model"]["context"] - 1))
+
+
+# ------------------------------------------------------------ report (scale_out.smk)
+def benchmark_patterns():
+    """Rule name -> its benchmark file pattern, for every rule that has one."""
+    return {r.name: str(r.benchmark) for r in workflow.rules if r.benchmark}
+
+
+def study_targets(wildcards):
+    """Everything the other `<study>_all` rules build: runtimes are read after them."""
+    targets = []
+    for candidate in workflow.rules:
+        if not candidate.name.endswith("_all") or candidate.name == "scale_out_all":
+            continue
+        for item in candidate.input:
+            item = item(wildcards) if callable(item) else item  # an input function
+            targets.extend([item] if isinstance(item, str) else list(item))
+    return targets

@@ -41,12 +41,11 @@ rule length_evaluate_main:
         f"logs/length/evaluate_main/{RUN_PATH}.log",
     benchmark:
         f"benchmarks/length/evaluate_main/{RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=20,
     script:
         "../workflow_scripts/length_evaluate.py"
 
@@ -66,12 +65,11 @@ rule length_train:
         f"logs/length/train/{LONG_RUN_PATH}.log",
     benchmark:
         f"benchmarks/length/train/{LONG_RUN_PATH}.tsv"
-    threads: config["threads"]["train"]
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=600,
     script:
         "../workflow_scripts/length_train.py"
 
@@ -94,12 +92,11 @@ rule length_evaluate_long:
         f"logs/length/evaluate_long/{LONG_RUN_PATH}.log",
     benchmark:
         f"benchmarks/length/evaluate_long/{LONG_RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=30,
     script:
         "../workflow_scripts/length_evaluate.py"
 
@@ -108,14 +105,25 @@ rule length_table:
     input:
         lambda wc: saesanity_length.source_point_tables(config, wc.length_source),
     output:
-        table="results/length/{length_source}.csv",
-        settled="results/length/{length_source}_settled.csv",
+        table=report(
+            "results/length/{length_source}.csv",
+            caption="../report/length_table.rst",
+            category="Training length",
+        ),
+        settled=report(
+            "results/length/{length_source}_settled.csv",
+            caption="../report/length_settled.rst",
+            category="Training length",
+        ),
     params:
         tolerance=LENGTH.get("tolerance", 0.01),
     log:
         "logs/length/table_{length_source}.log",
     benchmark:
         "benchmarks/length/table_{length_source}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -126,13 +134,20 @@ rule length_figure:
     input:
         "results/length/{length_source}.csv",
     output:
-        "figures/length_{length_source}.pdf",
+        report(
+            "figures/length_{length_source}.pdf",
+            caption="../report/length_figure.rst",
+            category="Training length",
+        ),
     params:
         recovery_threshold=SYNTHETIC["recovery_threshold"],
     log:
         "logs/figures/length_{length_source}.log",
     benchmark:
         "benchmarks/figures/length_{length_source}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -143,8 +158,16 @@ rule length_sensitivity:
     input:
         saesanity_length.long_point_tables(config, include_long=False),
     output:
-        table="results/length/sensitivity.csv",
-        figure="figures/length_sensitivity.pdf",
+        table=report(
+            "results/length/sensitivity.csv",
+            caption="../report/length_sensitivity.rst",
+            category="Training length",
+        ),
+        figure=report(
+            "figures/length_sensitivity.pdf",
+            caption="../report/length_sensitivity.rst",
+            category="Training length",
+        ),
     params:
         budget=(
             saesanity_length.sensitivity_budget(config)
@@ -156,6 +179,9 @@ rule length_sensitivity:
         "logs/length/sensitivity.log",
     benchmark:
         "benchmarks/length/sensitivity.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:

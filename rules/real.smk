@@ -21,11 +21,11 @@ rule real_fetch_model:
         "logs/real/fetch_model.log",
     benchmark:
         "benchmarks/real/fetch_model.tsv"
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=20,
     script:
         "../workflow_scripts/real_fetch_model.py"
 
@@ -39,11 +39,11 @@ rule real_fetch_corpus:
         "logs/real/fetch_corpus.log",
     benchmark:
         "benchmarks/real/fetch_corpus.tsv"
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=20,
     script:
         "../workflow_scripts/corpus_fetch.py"
 
@@ -60,11 +60,11 @@ rule real_corpus:
         "logs/real/corpus.log",
     benchmark:
         "benchmarks/real/corpus.tsv"
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/real_corpus.py"
 
@@ -82,11 +82,11 @@ rule real_tokenise:
         "logs/real/tokenise/{split}.log",
     benchmark:
         "benchmarks/real/tokenise/{split}.tsv"
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/real_tokenise.py"
 
@@ -104,12 +104,11 @@ rule real_extract:
         "logs/real/extract/{split}.log",
     benchmark:
         "benchmarks/real/extract/{split}.tsv"
-    threads: config["threads"]["extract"]
+    threads: job_threads("extract")
+    resources:
+        **job_resources("extract"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=8000,
-        runtime=600,
     script:
         "../workflow_scripts/real_extract.py"
 
@@ -128,12 +127,11 @@ rule real_splice_reference:
         "logs/real/splice_reference.log",
     benchmark:
         "benchmarks/real/splice_reference.tsv"
-    threads: config["threads"]["extract"]
+    threads: job_threads("extract")
+    resources:
+        **job_resources("extract"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=8000,
-        runtime=60,
     script:
         "../workflow_scripts/real_splice_reference.py"
 
@@ -157,12 +155,11 @@ rule real_train:
         f"logs/real/train/{REAL_RUN_PATH}.log",
     benchmark:
         f"benchmarks/real/train/{REAL_RUN_PATH}.tsv"
-    threads: config["threads"]["train"]
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=8000,
-        runtime=600,
     script:
         "../workflow_scripts/real_train.py"
 
@@ -186,12 +183,11 @@ rule real_evaluate:
         f"logs/real/evaluate/{REAL_RUN_PATH}.log",
     benchmark:
         f"benchmarks/real/evaluate/{REAL_RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=60,
     script:
         "../workflow_scripts/real_evaluate.py"
 
@@ -205,6 +201,9 @@ rule real_reconstruction_metrics:
         "logs/real/metrics/reconstruction_l0_{target_l0}.log",
     benchmark:
         "benchmarks/real/metrics/reconstruction_l0_{target_l0}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -221,6 +220,9 @@ rule real_l0_metrics:
         "logs/real/metrics/all_l0_{target_l0}.log",
     benchmark:
         "benchmarks/real/metrics/all_l0_{target_l0}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -231,11 +233,18 @@ rule real_metrics:
     input:
         expand("results/real/l0_{target_l0}/metrics.csv", target_l0=real_run_l0s()),
     output:
-        "results/real/metrics.csv",
+        report(
+            "results/real/metrics.csv",
+            caption="../report/real_metrics.rst",
+            category="Case study 2: real activations",
+        ),
     log:
         "logs/real/metrics/all.log",
     benchmark:
         "benchmarks/real/metrics/all.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -247,8 +256,16 @@ rule real_table1:
     input:
         metrics=f"results/real/l0_{saesanity_workflow.real_table_l0(config)}/metrics.csv",
     output:
-        csv="results/real/table1.csv",
-        pdf="figures/table1.pdf",
+        csv=report(
+            "results/real/table1.csv",
+            caption="../report/table1.rst",
+            category="Case study 2: real activations",
+        ),
+        pdf=report(
+            "figures/table1.pdf",
+            caption="../report/table1.rst",
+            category="Case study 2: real activations",
+        ),
     params:
         l0=saesanity_workflow.real_table_l0(config),
         title=REAL_TABLE_TITLE,
@@ -257,6 +274,9 @@ rule real_table1:
         "logs/real/table1.log",
     benchmark:
         "benchmarks/real/table1.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -268,12 +288,23 @@ rule real_figures:
         metrics="results/real/metrics.csv",
         drift=real_run_files("drift.csv", trained_only=True),
     output:
-        reconstruction="figures/real_reconstruction.pdf",
-        drift="figures/real_drift.pdf",
+        reconstruction=report(
+            "figures/real_reconstruction.pdf",
+            caption="../report/real_reconstruction.rst",
+            category="Case study 2: real activations",
+        ),
+        drift=report(
+            "figures/real_drift.pdf",
+            caption="../report/real_drift.rst",
+            category="Case study 2: real activations",
+        ),
     log:
         "logs/real/figures.log",
     benchmark:
         "benchmarks/real/figures.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:

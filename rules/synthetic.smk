@@ -26,11 +26,11 @@ rule synthetic_ground_truth:
         "logs/synthetic/ground_truth/{regime}.log",
     benchmark:
         "benchmarks/synthetic/ground_truth/{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../workflow_scripts/synthetic_ground_truth.py"
 
@@ -50,12 +50,11 @@ rule synthetic_train:
         f"logs/synthetic/train/{RUN_PATH}.log",
     benchmark:
         f"benchmarks/synthetic/train/{RUN_PATH}.tsv"
-    threads: config["threads"]["train"]
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=120,
     script:
         "../workflow_scripts/synthetic_train.py"
 
@@ -79,12 +78,11 @@ rule synthetic_evaluate:
         f"logs/synthetic/evaluate/{RUN_PATH}.log",
     benchmark:
         f"benchmarks/synthetic/evaluate/{RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../workflow_scripts/synthetic_evaluate.py"
 
@@ -98,6 +96,9 @@ rule synthetic_regime_metrics:
         "logs/synthetic/metrics/{regime}.log",
     benchmark:
         "benchmarks/synthetic/metrics/{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -108,11 +109,18 @@ rule synthetic_metrics:
     input:
         expand("results/synthetic/{regime}/metrics.csv", regime=synthetic_regimes()),
     output:
-        "results/synthetic/metrics.csv",
+        report(
+            "results/synthetic/metrics.csv",
+            caption="../report/synthetic_metrics.rst",
+            category="Case study 1: synthetic",
+        ),
     log:
         "logs/synthetic/metrics/all.log",
     benchmark:
         "benchmarks/synthetic/metrics/all.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -123,12 +131,23 @@ rule synthetic_summary:
     input:
         "results/synthetic/metrics.csv",
     output:
-        table="results/synthetic/summary.csv",
-        figure="figures/synthetic_summary.pdf",
+        table=report(
+            "results/synthetic/summary.csv",
+            caption="../report/synthetic_summary.rst",
+            category="Case study 1: synthetic",
+        ),
+        figure=report(
+            "figures/synthetic_summary.pdf",
+            caption="../report/synthetic_summary.rst",
+            category="Case study 1: synthetic",
+        ),
     log:
         "logs/synthetic/summary.log",
     benchmark:
         "benchmarks/synthetic/summary.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -141,7 +160,11 @@ rule synthetic_regime_figure:
         metrics="results/synthetic/{regime}/metrics.csv",
         recovery=lambda wc: synthetic_run_files("recovery.csv", regime=wc.regime, study_only=True),
     output:
-        "figures/synthetic_{regime}.pdf",
+        report(
+            "figures/synthetic_{regime}.pdf",
+            caption="../report/synthetic_regime.rst",
+            category="Case study 1: synthetic",
+        ),
     params:
         law=lambda wc: SYNTHETIC["regimes"][wc.regime]["law"],
         recovery_threshold=SYNTHETIC["recovery_threshold"],
@@ -151,6 +174,9 @@ rule synthetic_regime_figure:
         "logs/figures/synthetic_{regime}.log",
     benchmark:
         "benchmarks/figures/synthetic_{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -161,13 +187,20 @@ rule synthetic_architectures_figure:
     input:
         "results/synthetic/metrics.csv",
     output:
-        "figures/synthetic_architectures.pdf",
+        report(
+            "figures/synthetic_architectures.pdf",
+            caption="../report/synthetic_architectures.rst",
+            category="Case study 1: synthetic",
+        ),
     params:
         recovery_threshold=SYNTHETIC["recovery_threshold"],
     log:
         "logs/figures/synthetic_architectures.log",
     benchmark:
         "benchmarks/figures/synthetic_architectures.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
@@ -178,11 +211,18 @@ rule synthetic_curves_figure:
     input:
         synthetic_run_files("curve.csv"),
     output:
-        "figures/synthetic_curves.pdf",
+        report(
+            "figures/synthetic_curves.pdf",
+            caption="../report/synthetic_curves.rst",
+            category="Case study 1: synthetic",
+        ),
     log:
         "logs/figures/synthetic_curves.log",
     benchmark:
         "benchmarks/figures/synthetic_curves.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:

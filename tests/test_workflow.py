@@ -287,3 +287,156 @@ def test_smoke_run_builds_sparse_probing(smoke_run):
     assert set(metrics["target_l0"]) == {8, 16}
     table = pd.read_csv(smoke_run / "results/real/table1.csv")
     assert any(column.startswith("sae_top_1_test_accuracy") for column in table.columns)
+def test_smoke_run_builds_ravel(smoke_run):
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["ravel"]
+    assert (smoke_run / "figures/ravel.pdf").read_bytes().startswith(b"%PDF")
+    data = json.loads((smoke_run / "results/ravel/pairs.json").read_text())
+    assert set(data["provenance"]) == {"geonames", "wordnet"}
+    assert data["entities"]["city"] == smoke["data"]["cities"]
+    # Every prompt was judged; only correct ones are kept and paired.
+    survival = data["survival"]
+    assert sum(row["prompts"] for row in survival.values()) == len(data["prompts"])
+    kept = [p for p in data["prompts"] if p["correct"]]
+    assert data["attributes"] and set(data["attributes"]) <= set(survival)
+    split_of = {(p["entity_type"], p["entity"]): p["split"] for p in data["prompts"]}
+    for splits in data["attributes"].values():
+        for split, pairs in splits.items():
+            for base, source, _ in pairs:
+                for index in (base, source):
+                    prompt = kept[index]
+                    assert split_of[(prompt["entity_type"], prompt["entity"])] == split
+    # One row per checkpoint at the evaluated L0, joined into the L0's metrics and table 1.
+    table = pd.read_csv(smoke_run / "results/real/l0_8/ravel.csv")
+    assert len(table) == 7  # 4 trained architectures + TopK's 3 baselines
+    assert table["ravel_disentanglement"].between(0, 1).all()
+    assert (table["ravel_seconds"] > 0).all()
+    metrics = pd.read_csv(smoke_run / "results/real/metrics.csv")
+    assert metrics.loc[metrics["target_l0"] == 8, "ravel_disentanglement"].notna().all()
+    assert metrics.loc[metrics["target_l0"] == 16, "ravel_disentanglement"].isna().all()
+    table1 = pd.read_csv(smoke_run / "results/real/table1.csv")
+    assert "ravel_disentanglement_mean" in table1.columns
+    reference = json.loads((smoke_run / "results/ravel/residual_reference.json").read_text())
+    assert set(reference["attributes"]) == set(data["attributes"])
+    assert 0 <= reference["metrics"]["ravel_disentanglement"] <= 1
+# ------------------------------------------------------------- scale-out (issue 7)
+def test_result_tables_carry_provenance(smoke_run):
+    """Every result table row says which code, config and packages made it."""
+
+    from saesanity.provenance import PROVENANCE_COLUMNS
+
+    header = (smoke_run / "results/config.yaml").read_text().splitlines()[0]
+    config_hash = header.removeprefix("# config_hash: ")
+    tables = [
+        "results/synthetic/metrics.csv", "results/synthetic/summary.csv",
+        "results/real/metrics.csv", "results/real/table1.csv",
+        "results/real/l0_8/reconstruction.csv", "results/length/main.csv",
+        "results/length/main_settled.csv", "results/length/sensitivity.csv",
+        "results/runtimes.csv",
+    ]  # fmt: skip
+    for name in tables:
+        table = pd.read_csv(smoke_run / name)
+        assert set(PROVENANCE_COLUMNS) <= set(table.columns), name
+        assert (table["config_hash"] == config_hash).all(), name
+        # git describe of this checkout (a commit id, maybe "-dirty"), not "unknown".
+        assert table["code_version"].str.fullmatch(r"(.+-g)?[0-9a-f]{7,}(-dirty)?").all(), name
+        assert table["package_versions"].str.contains("torch==").all(), name
+
+
+def test_runtimes_come_from_the_benchmark_files(smoke_run):
+    runtimes = pd.read_csv(smoke_run / "results/runtimes.csv").set_index("rule")
+    benchmarks = list((smoke_run / "benchmarks/synthetic/train").rglob("*.tsv"))
+    assert runtimes.loc["synthetic_train", "jobs"] == len(benchmarks) == 13
+    walls = [pd.read_csv(path, sep="\t")["s"].iloc[-1] for path in benchmarks]
+    assert runtimes.loc["synthetic_train", "total_s"] == pytest.approx(sum(walls))
+    assert runtimes.loc["real_train", "jobs"] == 11
+    assert (smoke_run / "figures/runtimes.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_report_is_self_contained_with_captions_config_and_runtimes(smoke_run):
+    result = snakemake(smoke_run, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (smoke_run / "report.html").read_text()
+    # Figures, tables and config are embedded (data URIs), nothing is fetched.
+    assert 'src="http' not in html and "table1.pdf" in html
+    for caption in ["The study's table 1 at L0 = 8", "Runtime per rule", "merged workflow"]:
+        assert caption in html, caption
+    assert "config_hash" in html and "synthetic_curves.pdf" in html
+
+
+def test_killed_run_resumes_to_the_same_table(smoke_run, tmp_path):
+    """SIGKILL Snakemake (and its jobs) mid-training; --rerun-incomplete resumes the
+    training from its saved state and ends with the uninterrupted run's numbers."""
+    import io
+    import os
+    import signal
+    import time
+
+    from saesanity.provenance import without_provenance
+    from saesanity.real_study import table1
+
+    workdir = tmp_path / "resume"
+    # Reuse the smoke run's model, corpus and activation stores (and Snakemake's
+    # metadata about them); only the two TopK runs at L0 8 are trained again.
+    shutil.copytree(smoke_run, workdir, symlinks=True, ignore=shutil.ignore_patterns("model"))
+    model = smoke_run / "resources/model"
+    (workdir / "resources/model").symlink_to(model)
+    stat = model.stat()
+    os.utime(workdir / "resources/model", ns=(stat.st_atime_ns, stat.st_mtime_ns),
+             follow_symlinks=False)  # fmt: skip
+    runs = workdir / "results/real/runs/topk"
+    trained, frozen = runs / "trained/iso/l0_8/seed0", runs / "frozen_decoder/cov/l0_8/seed0"
+    for run in (trained, frozen):
+        shutil.rmtree(run)
+    override = tmp_path / "small_grid.yaml"
+    override.write_text(yaml.safe_dump({"real": {
+        "enabled_runs": ["topk_pair"],
+        "runs": {"topk_pair": {"architectures": ["topk"], "l0s": [8], "seeds": [0],
+                               "variants": {"trained": ["iso"], "frozen_decoder": ["cov"]}}},
+    }}))  # fmt: skip
+    configs = ("config.yaml", "config/smoke.yaml", str(override))
+    command = [
+        *SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", *[str(REPO / c) if not Path(c).is_absolute() else c for c in configs],
+        "--cores", "2", "results/real/table1.csv",
+    ]  # fmt: skip
+    # Its own session: one killpg reaches Snakemake and every job it started.
+    process = subprocess.Popen(
+        command, cwd=workdir, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    state = trained / "train_state.pt"
+    deadline = time.monotonic() + 600
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert state.exists() and not (trained / "sae.safetensors").exists()
+
+    assert snakemake(workdir, "--unlock", configs=configs).returncode == 0
+    result = snakemake(
+        workdir, "--cores", "2", "--rerun-incomplete", "results/real/table1.csv", configs=configs
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (workdir / "logs/real/train/runs/topk/trained/iso/l0_8/seed0.log").read_text()
+    assert "resuming" in log
+    assert not state.exists()  # removed once training completed
+
+    # Same numbers as the uninterrupted smoke run, per checkpoint and in table 1 (all
+    # but the wall time, which counts both attempts).
+    def numbers(path):
+        return without_provenance(pd.read_csv(path)).drop(columns=["wall_seconds"])
+
+    resumed = numbers(workdir / "results/real/l0_8/reconstruction.csv")
+    reference = numbers(smoke_run / "results/real/l0_8/reconstruction.csv")
+    keys = ["architecture", "variant", "init", "target_l0", "seed"]
+    reference = reference.merge(resumed[keys], on=keys)
+    assert len(reference) == 2
+    pd.testing.assert_frame_equal(
+        resumed.sort_values(keys).reset_index(drop=True),
+        reference[resumed.columns].sort_values(keys).reset_index(drop=True),
+    )
+    table = without_provenance(pd.read_csv(workdir / "results/real/table1.csv"))
+    columns = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+    # Through CSV like the workflow's table (an empty init reads back as NaN).
+    expected = pd.read_csv(io.StringIO(table1(reference, 8, columns).to_csv(index=False)))
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)

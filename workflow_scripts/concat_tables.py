@@ -2,8 +2,12 @@
 
 import pandas as pd
 
-from saesanity.synthetic_study import write_csv
+from saesanity.provenance import write_result_csv
 from saesanity.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
-write_csv(pd.concat([pd.read_csv(path) for path in snakemake.input]), snakemake.output[0])
+write_result_csv(
+    pd.concat([pd.read_csv(path) for path in snakemake.input]),
+    snakemake.output[0],
+    snakemake.config,
+)

@@ -1,7 +1,7 @@
 """Snakemake script: evaluate every snapshot of one run, plus its final checkpoint."""
 
 from saesanity.length_study import evaluate_length_run, run_identity
-from saesanity.synthetic_study import write_csv
+from saesanity.provenance import write_result_csv
 from saesanity.workflow import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
@@ -20,4 +20,4 @@ table = evaluate_length_run(
     snakemake.output.points,
     final_eval_json=snakemake.input.get("final_eval"),
 )
-write_csv(table, snakemake.output.table)
+write_result_csv(table, snakemake.output.table, snakemake.config)

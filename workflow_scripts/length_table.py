@@ -1,10 +1,12 @@
 """Snakemake script: all evaluation points of one source in one CSV, and where they settle."""
 
 from saesanity.length_study import read_tables, settled_table
-from saesanity.synthetic_study import write_csv
+from saesanity.provenance import write_result_csv
 from saesanity.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
 frame = read_tables(list(snakemake.input))
-write_csv(frame, snakemake.output.table)
-write_csv(settled_table(frame, snakemake.params.tolerance), snakemake.output.settled)
+write_result_csv(frame, snakemake.output.table, snakemake.config)
+write_result_csv(
+    settled_table(frame, snakemake.params.tolerance), snakemake.output.settled, snakemake.config
+)

@@ -2,10 +2,10 @@
 
 import pandas as pd
 
+from saesanity.provenance import write_result_csv
 from saesanity.real_study import join_metric_families
-from saesanity.synthetic_study import write_csv
 from saesanity.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
 frames = [pd.read_csv(path) for path in snakemake.input]
-write_csv(join_metric_families(frames), snakemake.output[0])
+write_result_csv(join_metric_families(frames), snakemake.output[0], snakemake.config)

@@ -3,10 +3,11 @@
 import pandas as pd
 
 from saesanity.plots import figure_summary_table
-from saesanity.synthetic_study import summary_table, write_csv
+from saesanity.provenance import write_result_csv
+from saesanity.synthetic_study import summary_table
 from saesanity.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
 summary = summary_table(pd.read_csv(snakemake.input[0]))
-write_csv(summary, snakemake.output.table)
+write_result_csv(summary, snakemake.output.table, snakemake.config)
 figure_summary_table(summary, snakemake.output.figure)

@@ -249,6 +249,50 @@ class LanguageModel:
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.bridge(tokens.to(self.device)).float()
 
+    # -- differentiable pieces for interventions that learn through the later blocks
+    # (RAVEL's mask). They call the Hugging Face modules the bridge wraps, so that only
+    # the positions that need logits are unembedded (a 49k-word vocabulary at every
+    # position costs more than the blocks themselves).
+    def final_hidden_from_hook(self, activation: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states [batch, pos, d] when the hooked activation is
+        `activation`: the blocks after the hook, with gradients. Causal attention
+        without a padding mask: right-padded batches keep every real position exact."""
+        if self.spec.hook == "resid_mid":
+            raise ValueError("final_hidden_from_hook: resid_mid cannot resume at a block")
+        from transformers.masking_utils import create_causal_mask
+
+        hf = self.bridge.original_model
+        hidden = activation.to(self.device, DTYPES[self.spec.dtype])
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        mask = create_causal_mask(
+            config=hf.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            cache=None,
+            position_ids=positions,
+        )
+        rotary = hf.model.rotary_emb(hidden, position_ids=positions)
+        for block in hf.model.layers[self.spec.resume_layer :]:
+            hidden = block(
+                hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions
+            )
+        return hf.model.norm(hidden)
+
+    def unembed(self, final_hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of final-norm hidden states (any leading shape), float32."""
+        return self.bridge.original_model.lm_head(final_hidden).float()
+
+    @torch.no_grad()
+    def final_hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states of a full forward pass (no logits)."""
+        model = self.bridge.original_model.model
+        return model(input_ids=tokens.to(self.device)).last_hidden_state
+
+    def freeze(self) -> None:
+        """No gradients for the weights (interventions learn only their own tensors)."""
+        for parameter in self.bridge.parameters():
+            parameter.requires_grad_(False)
+
 
 def load_language_model(spec: ModelSpec) -> LanguageModel:
     log.info("loading %s (%s) hook %s", spec.name, spec.local_dir or "hub", spec.hook_name)

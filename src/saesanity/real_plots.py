@@ -78,6 +78,7 @@ METRIC_LABELS: dict[str, str] = {
     "kl_divergence": "KL",
     "ce_loss_score": "CE score",
     "kl_div_score": "KL score",
+    "ravel_disentanglement": "RAVEL",
 }
 # Axis labels for the line figures.
 METRIC_AXIS_LABELS: dict[str, str] = {

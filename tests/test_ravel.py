@@ -1,0 +1,245 @@
+"""RAVEL: entity positions, the masked intervention against plain patching, pairs."""
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from saesanity.ravel import (
+    IdentityCodec,
+    SaeCodec,
+    build_pairs,
+    edited_logits,
+    sample_pairs,
+    summarise,
+)
+from saesanity.ravel_data import Entity, Prompt, build_prompts, pad_batch, tokenise_prompts
+from saesanity.sae import SparseAutoencoder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir)
+
+
+def test_entity_position_is_the_last_token_of_a_multi_token_name(tokenizer):
+    entities = [
+        Entity("person", "Alan Alexander Milne", {"country": "England", "occupation": "writer"}),
+        Entity("city", "Shanghai", {"country": "China"}),
+    ]
+    prompts = tokenise_prompts(build_prompts(entities), tokenizer, bos_token_id=1)
+    assert len(prompts) == 6 + 3
+    for tokenised in prompts:
+        prompt, position = tokenised.prompt, tokenised.entity_position
+        assert tokenised.tokens[0] == 1
+        up_to_entity = tokenizer.decode(tokenised.tokens[1 : position + 1])
+        after_entity = tokenizer.decode(tokenised.tokens[position + 1 :])
+        assert up_to_entity == prompt.text[: prompt.entity_end]
+        assert after_entity == prompt.text[prompt.entity_end :]
+        if prompt.entity_type == "person":  # a three-word name is several tokens
+            last_token = tokenizer.decode(tokenised.tokens[position : position + 1])
+            assert prompt.entity.endswith(last_token) and len(last_token) < len("Milne")
+    # The value is the continuation with its leading space, e.g. " China".
+    city = [p for p in prompts if p.prompt.entity == "Shanghai"][0]
+    assert tokenizer.decode(city.value_tokens) == " China"
+
+
+def _two_prompts(model):
+    prompts = [
+        Prompt("city", "Paris", "country", 0, "Paris is a city in the country of", "France", 0, 5),
+        Prompt("city", "Tokyo", "country", 0, "The city of Tokyo is in the country of", "Japan",
+               12, 17),
+    ]  # fmt: skip
+    tokenised = tokenise_prompts(prompts, model.tokenizer, model.bos_token_id)
+    tokens, lengths = pad_batch([p.tokens for p in tokenised], model.bos_token_id)
+    positions = torch.tensor([p.entity_position for p in tokenised])
+    return tokens, lengths, positions
+
+
+def _patched_logits(model, tokens, lengths, position, vector):
+    """Reference: a full forward pass with one position of the hook overwritten."""
+
+    def replace(activation):
+        activation = activation.clone()
+        activation[0, position] = vector
+        return activation
+
+    return model.logits_with_replacement(tokens, replace)[0, lengths[0] - 1]
+
+
+def test_identity_with_mask_of_ones_equals_activation_patching(language_model):
+    model = language_model
+    tokens, lengths, positions = _two_prompts(model)
+    residual = model.residual(tokens)
+    base, source = 0, 1
+    source_vector = residual[source, positions[source]]
+    logits = edited_logits(
+        model,
+        IdentityCodec(model.d_model),
+        residual[base : base + 1, : lengths[base]],
+        lengths[base : base + 1],
+        positions[base : base + 1],
+        source_vector[None],
+        torch.ones(model.d_model),
+    )
+    single = tokens[base : base + 1, : lengths[base]]
+    patched = _patched_logits(model, single, lengths, int(positions[base]), source_vector)
+    torch.testing.assert_close(logits[0], patched, atol=1e-3, rtol=1e-4)
+    # Patching the Tokyo residual into the Paris prompt changes the prediction.
+    clean = model.logits(single)[0, lengths[base] - 1]
+    assert not torch.allclose(logits[0], clean, atol=1e-2)
+
+
+def test_sae_with_mask_of_zeros_equals_the_run_through_the_reconstruction(language_model):
+    model = language_model
+    generator = torch.Generator().manual_seed(0)
+    sae = SparseAutoencoder(model.d_model, 256, "topk", k=16)
+    directions = torch.randn(256, model.d_model, generator=generator)
+    sae.initialise(directions, b_dec=torch.zeros(model.d_model))
+    tokens, lengths, positions = _two_prompts(model)
+    residual = model.residual(tokens)
+    base, source = 1, 0
+    codec = SaeCodec(sae)
+    logits = edited_logits(
+        model,
+        codec,
+        residual[base : base + 1, : lengths[base]],
+        lengths[base : base + 1],
+        positions[base : base + 1],
+        residual[source, positions[source]][None],
+        torch.zeros(sae.d_sae),
+    )
+    single = tokens[base : base + 1, : lengths[base]]
+    reconstruction = sae(residual[base, positions[base]][None])[0]
+    patched = _patched_logits(model, single, lengths[base:], int(positions[base]), reconstruction)
+    torch.testing.assert_close(logits[0], patched, atol=1e-3, rtol=1e-4)
+    # A mask of ones writes the source's reconstruction instead: different logits.
+    ones = edited_logits(
+        model,
+        codec,
+        residual[base : base + 1, : lengths[base]],
+        lengths[base : base + 1],
+        positions[base : base + 1],
+        residual[source, positions[source]][None],
+        torch.ones(sae.d_sae),
+    )
+    assert not torch.allclose(ones, logits, atol=1e-3)
+
+
+def test_edited_logits_have_gradients_for_the_mask_only(language_model):
+    model = language_model
+    model.freeze()
+    tokens, lengths, positions = _two_prompts(model)
+    residual = model.residual(tokens)
+    mask_logits = torch.zeros(model.d_model, requires_grad=True)
+    logits = edited_logits(
+        model,
+        IdentityCodec(model.d_model),
+        residual,
+        lengths,
+        positions,
+        residual[[1, 0], positions[[1, 0]]],
+        torch.sigmoid(mask_logits),
+    )
+    logits[:, 0].sum().backward()
+    assert mask_logits.grad is not None and mask_logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.bridge.parameters())
+
+
+def _records():
+    """Kept prompts of 8 cities (2 attributes) and 1 person attribute with 2 entities."""
+    records = []
+    countries = ["France", "Japan", "Peru", "Chad"]
+    for i in range(8):
+        split = "train" if i < 5 else "validation"
+        for attribute, value in [("country", countries[i % 4]), ("continent", f"C{i % 2}")]:
+            records.append(
+                {"entity_type": "city", "entity": f"city{i}", "attribute": attribute,
+                 "split": split, "value": value, "first": hash(value) % 1000}
+            )  # fmt: skip
+    for i in range(2):
+        records.append(
+            {"entity_type": "person", "entity": f"p{i}", "attribute": "occupation",
+             "split": "train", "value": "writer", "first": 7}
+        )  # fmt: skip
+    for index, record in enumerate(records):
+        record["index"] = index
+    return records
+
+
+def test_pairs_are_split_by_entity_and_values_differ():
+    records = _records()
+    settings = {"seed": 0, "min_entities": 2, "pairs": {"train_cause": 6, "validation_cause": 4}}
+    asked = [("city", "continent"), ("city", "country"), ("person", "country"),
+             ("person", "occupation")]  # fmt: skip
+    attributes, dropped = build_pairs(records, settings, asked)
+    assert set(attributes) == {"city/country", "city/continent"}
+    assert "person/occupation" in dropped  # 0 validation entities
+    assert "person/country" in dropped  # no prompt answered correctly at all
+    by_index = {r["index"]: r for r in records}
+    for key, splits in attributes.items():
+        attribute = key.split("/")[1]
+        for split, pairs in splits.items():
+            causes = [p for p in pairs if p[2] == "cause"]
+            isolations = [p for p in pairs if p[2] == "isolation"]
+            assert causes and len(isolations) == len(causes)
+            for base, source, kind in pairs:
+                b, s = by_index[base], by_index[source]
+                assert b["split"] == s["split"] == split  # entities never cross splits
+                assert b["entity"] != s["entity"] and b["first"] != s["first"]
+                assert (b["attribute"] == attribute) == (kind == "cause")
+
+
+def test_sample_pairs_without_two_values_gives_none():
+    prompts = [{"index": i, "entity": f"e{i}", "first": 5} for i in range(4)]
+    assert sample_pairs(prompts, 3, random.Random(0), "cause") == []
+
+
+def test_summary_averages_attributes_then_entity_types():
+    scores = {
+        "city/country": {"cause": 1.0, "isolation": 0.0, "disentanglement": 0.5},
+        "city/continent": {"cause": 1.0, "isolation": 1.0, "disentanglement": 1.0},
+        "person/occupation": {"cause": 0.0, "isolation": 0.0, "disentanglement": 0.0},
+    }
+    metrics = summarise(scores)
+    assert metrics["ravel_cause"] == pytest.approx(0.5)  # (1 + 0) / 2, not 2/3
+    assert metrics["ravel_disentanglement"] == pytest.approx((0.75 + 0.0) / 2)
+    assert metrics["ravel_city_continent"] == 1.0
+
+
+def _config(**ravel):
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    config["ravel"].update(ravel)
+    return config
+
+
+def test_ravel_l0s_must_be_l0s_of_the_real_grid():
+    from saesanity.ravel import RavelConfigError, check_ravel_config, ravel_l0s
+
+    check_ravel_config(_config())
+    assert ravel_l0s(_config()) == [40]
+    assert ravel_l0s(_config(l0s=None)) == [20, 40, 80]
+    with pytest.raises(RavelConfigError, match=r"ravel.l0s: \[33\]"):
+        check_ravel_config(_config(l0s=[33]))
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ({"min_entities": 1}, "min_entities"),
+        ({"mask": {"lr": 0}}, "lr"),
+        ({"pairs": {}}, "train_cause"),
+    ],
+)
+def test_bad_ravel_config_is_rejected_by_the_schema(bad, named):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = _config(**bad)
+    schema = Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml"
+    with pytest.raises(WorkflowError, match=named):
+        validate(config, str(schema))
