@@ -50,12 +50,11 @@ rule probing_dataset:
         "logs/sparse_probing/dataset/{family}.log",
     benchmark:
         "benchmarks/sparse_probing/dataset/{family}.tsv"
-    threads: 1
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=20,
     script:
         "../workflow_scripts/probing_dataset.py"
 
@@ -77,12 +76,11 @@ rule probing_cache:
         "logs/sparse_probing/cache/{family}.log",
     benchmark:
         "benchmarks/sparse_probing/cache/{family}.tsv"
-    threads: config["threads"]["extract"]
+    threads: job_threads("extract")
+    resources:
+        **job_resources("extract"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=60,
     script:
         "../workflow_scripts/probing_cache.py"
 
@@ -101,12 +99,11 @@ rule probing_baselines:
         "logs/sparse_probing/baselines.log",
     benchmark:
         "benchmarks/sparse_probing/baselines.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/probing_baselines.py"
 
@@ -125,12 +122,11 @@ rule probing_evaluate:
         f"logs/sparse_probing/evaluate/{REAL_RUN_PATH}.log",
     benchmark:
         f"benchmarks/sparse_probing/evaluate/{REAL_RUN_PATH}.tsv"
-    threads: config["threads"]["evaluate"]
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../workflow_scripts/probing_evaluate.py"
 
@@ -144,12 +140,11 @@ rule probing_l0_table:
         "logs/sparse_probing/table_l0_{target_l0}.log",
     benchmark:
         "benchmarks/sparse_probing/table_l0_{target_l0}.tsv"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../workflow_scripts/probing_table.py"
 
@@ -166,11 +161,10 @@ rule probing_figure:
         "logs/sparse_probing/figure.log",
     benchmark:
         "benchmarks/sparse_probing/figure.tsv"
-    threads: 1
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../workflow_scripts/probing_figure.py"

@@ -394,15 +394,13 @@ def figure_sparse_probing(
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    from saesanity.real_plots import METRIC_AXIS_LABELS, figure_metric_vs_l0
+    from saesanity.real_plots import figure_metric_vs_l0
 
     overall = baselines.set_index("family").loc["all"]
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in ks:
             metric = f"sae_top_{k}_test_accuracy"
-            # the shared figure titles its panels with this label (this process only)
-            METRIC_AXIS_LABELS.setdefault(metric, f"sparse probing, top-{k} test accuracy")
             figures.append(
                 figure_metric_vs_l0(
                     metrics.dropna(subset=[metric]),
