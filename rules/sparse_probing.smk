@@ -89,7 +89,11 @@ rule probing_baselines:
     input:
         caches=PROBING_CACHES,
     output:
-        "results/real/sparse_probing/baselines.csv",
+        report(
+            "results/real/sparse_probing/baselines.csv",
+            caption="../report/sparse_probing_baselines.rst",
+            category="Case study 2: real activations",
+        ),
     params:
         families=PROBING["families"],
         ks=PROBING["ks"],
@@ -154,7 +158,11 @@ rule probing_figure:
         metrics="results/real/metrics.csv",
         baselines="results/real/sparse_probing/baselines.csv",
     output:
-        "figures/sparse_probing.pdf",
+        report(
+            "figures/sparse_probing.pdf",
+            caption="../report/sparse_probing.rst",
+            category="Case study 2: real activations",
+        ),
     params:
         ks=[k for k in (1, 5) if k in PROBING["ks"]],
     log:
