@@ -340,7 +340,9 @@ def test_result_tables_carry_provenance(smoke_run):
         "results/real/metrics.csv", "results/real/table1.csv",
         "results/real/l0_8/reconstruction.csv", "results/length/main.csv",
         "results/length/main_settled.csv", "results/length/sensitivity.csv",
-        "results/runtimes.csv",
+        "results/runtimes.csv", "results/real/l0_8/sparse_probing.csv",
+        "results/real/sparse_probing/baselines.csv", "results/real/l0_8/ravel.csv",
+        "results/real/l0_8/autointerp.csv", "results/real/autointerp/scores.csv",
     ]  # fmt: skip
     for name in tables:
         table = pd.read_csv(smoke_run / name)

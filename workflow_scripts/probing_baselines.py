@@ -1,7 +1,7 @@
 """Snakemake script: residual-stream baselines (top-k dimensions, full-width probe)."""
 
+from saesanity.provenance import write_result_csv
 from saesanity.sparse_probing import load_cache, residual_baselines
-from saesanity.synthetic_study import write_csv
 from saesanity.workflow import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
@@ -16,4 +16,4 @@ baselines = residual_baselines(
     cs=list(snakemake.params.cs),
     validation_fraction=float(snakemake.params.validation_fraction),
 )
-write_csv(baselines, snakemake.output[0])
+write_result_csv(baselines, snakemake.output[0], snakemake.config)
