@@ -238,7 +238,7 @@ def test_real_run_configs_follow_the_config():
         (lambda r: r.update(table_l0=33), "real.table_l0: 33"),
         (lambda r: r.update(enabled_runs=["nope"]), "real.enabled_runs: 'nope'"),
         (lambda r: r["training"].update(k=3), "real.training.k"),
-        (lambda r: r["runs"]["dense_start"].update(l0s=[7]), "real.runs.dense_start.l0s: 7"),
+        (lambda r: r["runs"]["table_l0"].update(l0s=[7]), "real.runs.table_l0.l0s: 7"),
     ],
 )
 def test_inconsistent_real_config_is_named(edit, message):

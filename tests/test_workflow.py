@@ -210,7 +210,8 @@ def test_default_config_resolves_and_lints(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
     assert jobs["synthetic_train"] == 30
-    assert jobs["real_train"] == 32  # TopK/BatchTopK at 3 L0s, ReLU/JumpReLU at one
+    assert jobs["real_train"] == 24  # BatchTopK at 3 L0s, TopK/ReLU/JumpReLU at one
+    assert jobs["ravel_evaluate"] == 24 and jobs["autointerp_score"] == 16
     lint = subprocess.run(
         [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")],
         capture_output=True, text=True, cwd=REPO,
