@@ -393,6 +393,7 @@ def fetch_debian_index(index: dict, archive_dir: str | Path) -> dict[str, Path]:
                 with urllib.request.urlopen(url, timeout=120) as response:
                     tmp.write_bytes(response.read())
             except (urllib.error.URLError, OSError) as error:
+                tmp.unlink(missing_ok=True)
                 raise ProbingDataError(
                     f"{url}: {error}. The product family needs Debian's pinned package "
                     f"index (config sparse_probing.debian_index.{name}_sha256); if the "
