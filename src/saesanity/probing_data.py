@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from saesanity.checkpoint import atomic_write
 from saesanity.corpus import (
     ARCHIVES,
     SDIST,
@@ -388,22 +389,19 @@ def fetch_debian_index(index: dict, archive_dir: str | Path) -> dict[str, Path]:
         path = archive_dir / f"debian-{index['suite']}-{name}-{sha256[:12]}.xz"
         if not (path.exists() and sha256_file(path) == sha256):
             url = f"{base}/{template.format(sha256=sha256)}"
-            tmp = path.with_name(path.name + ".part")
             try:
                 with urllib.request.urlopen(url, timeout=120) as response:
-                    tmp.write_bytes(response.read())
+                    data = response.read()
             except (urllib.error.URLError, OSError) as error:
-                tmp.unlink(missing_ok=True)
                 raise ProbingDataError(
                     f"{url}: {error}. The product family needs Debian's pinned package "
                     f"index (config sparse_probing.debian_index.{name}_sha256); if the "
                     "mirror no longer holds it, pin the current one from the suite's "
                     "InRelease, or drop `product` from sparse_probing.families"
                 ) from error
-            if sha256_file(tmp) != sha256:
-                tmp.unlink()
+            if hashlib.sha256(data).hexdigest() != sha256:
                 raise ProbingDataError(f"{url}: sha256 differs from the pinned {sha256}")
-            tmp.replace(path)
+            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
         paths[name] = path
     return paths
 
