@@ -229,7 +229,7 @@ def test_ravel_l0s_must_be_l0s_of_the_real_grid():
     from saesanity.ravel import RavelConfigError, check_ravel_config, ravel_l0s
 
     check_ravel_config(_config())
-    assert ravel_l0s(_config()) == [40]
+    assert ravel_l0s(_config(l0s=[40])) == [40]
     assert ravel_l0s(_config(l0s=None)) == [20, 40, 80]
     with pytest.raises(RavelConfigError, match=r"ravel.l0s: \[33\]"):
         check_ravel_config(_config(l0s=[33]))
