@@ -232,6 +232,38 @@ def test_real_run_configs_follow_the_config():
     )
 
 
+def test_relu_l1_overrides_apply_per_variant_and_init():
+    config = _config()
+    config["real"]["by_l0"]["relu"] = {
+        40: {"l1_coefficient": 0.1},
+        "40/frozen_decoder": {"l1_coefficient": 0.2},
+        "40/frozen_decoder/cov": {"l1_coefficient": 0.3},
+    }
+    l1 = {
+        (variant, init): real_train_config(config, "relu", variant, init, 40, 0)["l1_coefficient"]
+        for variant, init in [
+            ("trained", "iso"),
+            ("frozen_decoder", "iso"),
+            ("frozen_decoder", "cov"),
+        ]
+    }
+    assert l1 == {("trained", "iso"): 0.1, ("frozen_decoder", "iso"): 0.2,
+                  ("frozen_decoder", "cov"): 0.3}  # fmt: skip
+    # Another L0 is untouched by the 40/... keys.
+    assert "l1_coefficient" not in real_train_config(config, "relu", "frozen_decoder", "cov", 20, 0)
+
+
+@pytest.mark.parametrize("key", ["40/frozen", "40/trained/gauss", "forty"])
+def test_bad_l0_override_key_is_rejected_by_the_schema(key):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = _config()
+    config["real"]["by_l0"]["relu"][key] = {"l1_coefficient": 0.2}
+    with pytest.raises(WorkflowError, match="by_l0"):
+        validate(config, str(REPO / "schemas/config.schema.yaml"))
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

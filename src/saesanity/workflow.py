@@ -180,15 +180,19 @@ def real_train_config(
     config: dict, architecture: str, variant: str, init: str, target_l0: int | str, seed: int | str
 ) -> dict:
     """TrainConfig kwargs of one real run: shared `training`, the architecture's
-    overrides, its L0-specific overrides (`by_l0`: ReLU's L1 coefficient), the run's identity
-    and the decoder snapshots of the lazy-training diagnostic."""
+    overrides, its L0-specific overrides (`by_l0`: ReLU's L1 coefficient; keys "L0",
+    then "L0/variant", then "L0/variant/init", the most specific applied last), the
+    run's identity and the decoder snapshots of the lazy-training diagnostic."""
     from saesanity.real_study import snapshot_points
 
     study = config["real"]
     values = dict(study["training"])
     values.update(study.get("architectures", {}).get(architecture, {}))
-    per_l0 = study.get("by_l0", {}).get(architecture, {})
-    values.update(per_l0.get(int(target_l0), per_l0.get(str(target_l0), {})))
+    per_l0 = {
+        str(key): value for key, value in study.get("by_l0", {}).get(architecture, {}).items()
+    }
+    for key in (f"{target_l0}", f"{target_l0}/{variant}", f"{target_l0}/{variant}/{init}"):
+        values.update(per_l0.get(key, {}))
     values.update(
         architecture=architecture,
         variant=variant,
