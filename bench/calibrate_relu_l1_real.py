@@ -15,6 +15,11 @@ trainings per run. Writes every trial to bench/out/relu_l1_real.csv and prints
 the chosen `by_l0` entries.
 
     python bench/calibrate_relu_l1_real.py [--l0 40] [--runs trained/iso frozen_decoder/cov ...]
+
+At paper scale (on a GPU node, after the paper config's stores exist; a few
+full trainings per variant, so hours per L0):
+
+    python bench/calibrate_relu_l1_real.py --configfile config.yaml config/paper.yaml --l0 160
 """
 
 import argparse
@@ -31,7 +36,12 @@ from saesanity.training import TrainConfig, train
 from saesanity.workflow import real_train_config, set_threads
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--configfile", default="config.yaml")
+parser.add_argument(
+    "--configfile",
+    nargs="+",
+    default=["config.yaml"],
+    help="layered like Snakemake's --configfile (later files update earlier ones)",
+)
 parser.add_argument("--results", default="results/real/activations")
 parser.add_argument("--l0", type=int, default=40)
 parser.add_argument(
@@ -47,7 +57,20 @@ parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
 set_threads(args.threads)
-config = yaml.safe_load(Path(args.configfile).read_text())
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+config: dict = {}
+for path in args.configfile:
+    deep_update(config, yaml.safe_load(Path(path).read_text()))
 activations = config["real"]["activations"]
 outlier_factor = activations["outlier_norm_factor"]
 train_store = Path(args.results) / "train"
@@ -62,7 +85,8 @@ def held_out_l0(values: dict) -> dict:
         outlier_factor=outlier_factor,
     )
     with tempfile.TemporaryDirectory() as out_dir:
-        sae = train(TrainConfig(**values), store, out_dir, progress=False)
+        sae = train(TrainConfig(**values), store, out_dir, device=config["device"], progress=False)
+    sae = sae.cpu()  # the store serves CPU tensors
     held_out = ActivationStore(eval_store, seed=0, outlier_factor=outlier_factor)
     tokens = min(int(activations["eval_tokens"]), held_out.n_tokens)
     batch = min(int(config["real"]["model"]["batch_size"]) * 64, tokens)
