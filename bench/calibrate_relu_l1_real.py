@@ -16,10 +16,12 @@ the chosen `by_l0` entries.
 
     python bench/calibrate_relu_l1_real.py [--l0 40] [--runs trained/iso frozen_decoder/cov ...]
 
-At paper scale (on a GPU node, after the paper config's stores exist; a few
-full trainings per variant, so hours per L0):
+At paper scale (on a GPU node, after the paper config's stores exist), full
+trainings are ~122k steps each; --max-samples calibrates on shorter runs, an
+approximation to say so wherever the values are used:
 
-    python bench/calibrate_relu_l1_real.py --configfile config.yaml config/paper.yaml --l0 160
+    python bench/calibrate_relu_l1_real.py --configfile config.yaml config/paper.yaml \
+        --l0 160 --max-samples 50000000
 """
 
 import argparse
@@ -52,6 +54,12 @@ parser.add_argument(
 parser.add_argument("--tolerance", type=float, default=0.1, help="relative L0 error accepted")
 parser.add_argument("--slope", type=float, default=-2.4, help="assumed d log L0 / d log L1")
 parser.add_argument("--max-trials", type=int, default=5)
+parser.add_argument(
+    "--max-samples",
+    type=int,
+    default=None,
+    help="train each trial this long instead of the run's own budget (a cheaper approximation)",
+)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
@@ -98,6 +106,8 @@ chosen = {}
 for name in args.runs:
     variant, init = name.split("/")
     values = real_train_config(config, "relu", variant, init, args.l0, args.seed)
+    if args.max_samples:
+        values.update(max_samples=args.max_samples, snapshot_samples=[])
     trials: list[tuple[float, float]] = []  # (l1, l0)
     l1 = float(values["l1_coefficient"])
     for trial in range(args.max_trials):
