@@ -195,6 +195,14 @@ def test_stamp_sets_code_version_config_hash_and_versions_on_every_row():
     assert provenance.config_hash({**config, "real": {"l0s": [16]}}) != provenance.config_hash(
         config
     )
+    # YAML mixes int and str keys (real.by_l0: 40 and "40/frozen_decoder/cov"); every
+    # shipped config must hash, and 40 and "40" name the same key.
+    mixed = {"by_l0": {40: {"l1": 0.1}, "40/frozen_decoder/cov": {"l1": 0.2}}}
+    assert provenance.config_hash(mixed) == provenance.config_hash(
+        {"by_l0": {"40": {"l1": 0.1}, "40/frozen_decoder/cov": {"l1": 0.2}}}
+    )
+    for path in [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))]:
+        assert len(provenance.config_hash(yaml.safe_load(path.read_text()))) == 16, path
     # This checkout is a git work tree: the version is git's, not "unknown".
     git = subprocess.run(
         ["git", "describe", "--always", "--dirty", "--tags"], cwd=REPO,

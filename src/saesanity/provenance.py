@@ -55,8 +55,18 @@ def code_version(source_dir: str | Path = PACKAGE_ROOT) -> str:
 
 def config_hash(config: dict) -> str:
     """A short, order-independent hash of a (nested) workflow config."""
-    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    text = json.dumps(_string_keys(config), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _string_keys(value):
+    """Mappings with str keys, recursively: YAML gives ints for keys like 40 and str for
+    keys like "40/frozen_decoder/cov" (`real.by_l0`), which json cannot sort together."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 def requirement_names(distribution: str = "saesanity") -> list[str]:
