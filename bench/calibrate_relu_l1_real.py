@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from snakemake.utils import update_config
 
 from saesanity.activation_store import ActivationStore
 from saesanity.metrics import reconstruction_metrics
@@ -65,20 +66,9 @@ parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
 set_threads(args.threads)
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 config: dict = {}
-for path in args.configfile:
-    deep_update(config, yaml.safe_load(Path(path).read_text()))
+for path in args.configfile:  # merged as Snakemake merges --configfile
+    update_config(config, yaml.safe_load(Path(path).read_text()))
 activations = config["real"]["activations"]
 outlier_factor = activations["outlier_norm_factor"]
 train_store = Path(args.results) / "train"
