@@ -347,7 +347,7 @@ def test_result_tables_carry_provenance(smoke_run):
         "results/real/l0_8/autointerp.csv", "results/real/autointerp/scores.csv",
     ]  # fmt: skip
     for name in tables:
-        table = pd.read_csv(smoke_run / name)
+        table = pd.read_csv(smoke_run / name, dtype={"code_version": str})  # "8e08929" is no float
         assert set(PROVENANCE_COLUMNS) <= set(table.columns), name
         assert (table["config_hash"] == config_hash).all(), name
         # git describe of this checkout (a commit id, maybe "-dirty"), not "unknown".
