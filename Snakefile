@@ -6,7 +6,9 @@
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml all   # on SLURM
 #   snakemake --report report.html               # after a run: figures, tables, runtimes
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from saesanity.workflow import validate_config
 
 min_version("9.0")
 
@@ -14,7 +16,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# The JSON schema, with one line per problem naming the key (snakemake.utils.validate
+# would print the whole schema with each error).
+validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 
 report: "report/workflow.rst"

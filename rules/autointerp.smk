@@ -56,7 +56,7 @@ rule autointerp_score:
         weights=f"{REAL_RUN_DIR}/sae.safetensors",
         config=f"{REAL_RUN_DIR}/sae.json",
         windows="results/real/tokens/eval.npy",
-        eval_manifest="results/real/activations/eval/manifest.json",
+        eval_manifest=store_manifest("eval"),
     output:
         scores=f"{REAL_RUN_DIR}/autointerp.csv",
         records=f"{REAL_RUN_DIR}/autointerp.jsonl",

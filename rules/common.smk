@@ -1,6 +1,9 @@
 # Shared helpers: config checks, wildcard constraints, run lists.
 
+import os
+
 from saesanity import workflow as saesanity_workflow
+from saesanity.activation_store import read_manifest
 from saesanity.real_study import RECONSTRUCTION_METRICS
 from saesanity.sae import ARCHITECTURES
 from saesanity.training import INITS, VARIANTS
@@ -69,6 +72,7 @@ REAL_RUN_DIR = saesanity_workflow.REAL_RUN_DIR
 REAL_RUN_PATH = REAL_RUN_DIR.replace("results/real/", "")
 REAL_MODEL_DIR = saesanity_workflow.REAL_MODEL_DIR
 REAL_MODEL_SPEC = saesanity_workflow.real_model_spec(config)
+REAL_STORE_EXPECT = saesanity_workflow.real_store_expect(config)
 REAL_SAELENS_METADATA = {
     "model_name": REAL["model"]["name"],
     "hook_name": f"blocks.{REAL['model']['layer']}.hook_{REAL['model']['hook']}",
@@ -109,6 +113,20 @@ def real_metric_family_files(wildcards):
         for family, l0s in REAL_METRIC_FAMILIES.items()
         if l0s is None or l0 in {int(value) for value in l0s}
     ]
+
+
+def store_manifest(split):
+    """Input function: a store's manifest, checked (whole, not edited since extraction)
+    when the DAG is built, so a bad store stops the run before Snakemake deletes the
+    outputs of the jobs that read it."""
+    path = f"results/real/activations/{split}/manifest.json"
+
+    def checked(wildcards):
+        if os.path.exists(path):
+            read_manifest(path)
+        return path
+
+    return checked
 
 
 def real_run_l0s():

@@ -138,7 +138,7 @@ rule real_splice_reference:
 
 rule real_train:
     input:
-        manifest="results/real/activations/train/manifest.json",
+        manifest=store_manifest("train"),
     output:
         weights=f"{REAL_RUN_DIR}/sae.safetensors",
         config=f"{REAL_RUN_DIR}/sae.json",
@@ -150,6 +150,7 @@ rule real_train:
         device=config["device"],
         shuffle_shards=REAL["activations"]["shuffle_shards"],
         saelens=REAL_SAELENS_METADATA,
+        store_expect=REAL_STORE_EXPECT,
         outlier_factor=REAL["activations"]["outlier_norm_factor"],
     log:
         f"logs/real/train/{REAL_RUN_PATH}.log",
@@ -169,7 +170,7 @@ rule real_evaluate:
         unpack(real_model_inputs),
         weights=rules.real_train.output.weights,
         config=rules.real_train.output.config,
-        eval_manifest="results/real/activations/eval/manifest.json",
+        eval_manifest=store_manifest("eval"),
         reference=rules.real_splice_reference.output.reference,
     output:
         metrics=f"{REAL_RUN_DIR}/eval.json",
@@ -178,6 +179,7 @@ rule real_evaluate:
         model=REAL_MODEL_SPEC,
         eval_tokens=REAL["activations"]["eval_tokens"],
         outlier_factor=REAL["activations"]["outlier_norm_factor"],
+        store_expect=REAL_STORE_EXPECT,
         batch_size=REAL["model"]["batch_size"],
     log:
         f"logs/real/evaluate/{REAL_RUN_PATH}.log",

@@ -23,4 +23,5 @@ evaluate_real_run(
     out_json=snakemake.output.metrics,
     out_drift_csv=snakemake.output.drift,
     outlier_factor=snakemake.params.outlier_factor,
+    store_expect=dict(snakemake.params.store_expect),
 )

@@ -1,6 +1,5 @@
 """Snakemake script: residual-stream activations of one split's windows -> store."""
 
-import json
 from pathlib import Path
 
 from saesanity.activation_store import extract_activations, load_windows
@@ -12,9 +11,6 @@ set_threads(snakemake.threads)
 spec = ModelSpec(**snakemake.params.model)
 model = load_language_model(spec)
 settings = dict(snakemake.params.activations)
-provenance = {}
-if spec.local_dir:
-    provenance = json.loads((Path(spec.local_dir) / "provenance.json").read_text())
 extract_activations(
     model,
     load_windows(snakemake.input.windows),
@@ -22,5 +18,5 @@ extract_activations(
     windows_per_shard=int(settings["windows_per_shard"]),
     dtype=settings["dtype"],
     exclude_bos=True,
-    extra_manifest={"split": snakemake.wildcards.split, "revision": spec.revision, **provenance},
+    extra_manifest={"split": snakemake.wildcards.split, "revision": spec.revision},
 )

@@ -15,4 +15,5 @@ train_real_run(
     shuffle_shards=int(snakemake.params.shuffle_shards),
     saelens_metadata=dict(snakemake.params.saelens),
     outlier_factor=snakemake.params.outlier_factor,
+    store_expect=dict(snakemake.params.store_expect),
 )

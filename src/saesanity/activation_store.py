@@ -31,6 +31,7 @@ holds at most two groups, whatever the store's size.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import logging
 import math
@@ -118,6 +119,25 @@ def _shard_name(index: int) -> str:
     return f"shard_{index:05d}.npy"
 
 
+def extraction_identity(model: LanguageModel, dtype: str, exclude_bos: bool) -> dict:
+    """Everything besides the token windows that a stored activation depends on: what
+    model was loaded (its files' checksums, not only its name), the hook, the dtypes."""
+    return {
+        "model": model.spec.name,
+        "loaded": model.loaded,
+        "model_dtype": model.spec.dtype,
+        "layer": model.spec.layer,
+        "hook": model.spec.hook_name,
+        "d_model": model.d_model,
+        "dtype": dtype,
+        "exclude_bos": exclude_bos,
+    }
+
+
+def _windows_sha256(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int32).tobytes()).hexdigest()
+
+
 def extract_activations(
     model: LanguageModel,
     windows: np.ndarray,
@@ -129,7 +149,12 @@ def extract_activations(
 ) -> dict:
     """Run `model` over `windows` (stopping at the hooked layer) and write shards
     plus the manifest (last, atomically: a store without manifest is incomplete).
-    Existing shards whose content matches are kept, so a killed run resumes."""
+
+    A killed run resumes: `extraction.json` records, per finished shard, the sha256 of
+    its token windows and of its file, and the identity of everything else it was
+    made from (`extraction_identity`). A shard is reused only when all three still
+    match; anything else in the folder (another layer, corpus, model, a corrupted
+    file) is extracted again."""
     if dtype not in STORE_DTYPES:
         raise ValueError(f"activations.dtype = {dtype!r}: expected one of {STORE_DTYPES}")
     out_dir = Path(out_dir)
@@ -138,6 +163,9 @@ def extract_activations(
     tokens_per_window = windows.shape[1] - first
     n_shards = math.ceil(len(windows) / windows_per_shard)
     batch = model.spec.batch_size
+    identity = extraction_identity(model, dtype, exclude_bos)
+    record = _read_extraction_record(out_dir, identity)
+    _remove_unrecorded_shards(out_dir, record)
     shards = []
     sum_sq = 0.0
     sum_sq_bos = 0.0
@@ -146,8 +174,12 @@ def extract_activations(
     for index in range(n_shards):
         rows = windows[index * windows_per_shard : (index + 1) * windows_per_shard]
         path = out_dir / _shard_name(index)
+        windows_sha256 = _windows_sha256(rows)
         expected_shape = (len(rows) * tokens_per_window, model.d_model)
-        activations = _existing_shard(path, expected_shape, dtype)
+        entry = record["shards"].get(path.name)
+        activations = None
+        if entry is not None and entry["windows_sha256"] == windows_sha256:
+            activations = _existing_shard(path, expected_shape, dtype, entry["sha256"])
         if activations is None:
             parts, bos_parts = [], []
             for start in range(0, len(rows), batch):
@@ -156,21 +188,37 @@ def extract_activations(
                 bos_parts.append(residual[:, 0].pow(2).sum(-1).double())
                 parts.append(residual[:, first:].reshape(-1, model.d_model))
             activations = torch.cat(parts).numpy().astype(dtype)
-            bos_sq = torch.cat(bos_parts)
+            bad = int((~np.isfinite(activations)).sum())
+            if bad:
+                raise StoreError(
+                    f"{path}: the model produced {bad} non-finite activations (NaN or inf) "
+                    f"at {model.spec.hook_name} in windows {index * windows_per_shard}-"
+                    f"{index * windows_per_shard + len(rows) - 1}; try model.dtype: float32"
+                )
             save_array(activations, path)
-        else:
-            bos_sq = torch.full((len(rows),), float("nan"), dtype=torch.float64)
+            entry = {
+                "windows_sha256": windows_sha256,
+                "sha256": sha256_of(path),
+                "bos_sum_squared_norm": float(torch.cat(bos_parts).sum()),
+            }
+            record["shards"][path.name] = entry
+            write_json(out_dir / EXTRACTION_RECORD, record)
         progress.update(len(rows))
         values = torch.from_numpy(activations).double()
         sum_sq += float(values.pow(2).sum())
-        sum_sq_bos += float(bos_sq.sum())
+        sum_sq_bos += entry["bos_sum_squared_norm"]
         n_tokens += len(values)
-        shards.append({"file": path.name, "tokens": len(values), "sha256": sha256_of(path)})
+        shards.append({"file": path.name, "tokens": len(values), "sha256": entry["sha256"]})
     progress.close()
+    for stale in sorted(set(record["shards"]) - {shard["file"] for shard in shards}):
+        (out_dir / stale).unlink(missing_ok=True)  # a shard of a longer, earlier store
+        del record["shards"][stale]
+    write_json(out_dir / EXTRACTION_RECORD, record)
     mean_sq_norm = sum_sq / n_tokens
     manifest = {
         **(extra_manifest or {}),
         "model": model.spec.name,
+        "loaded_model": model.loaded,
         "layer": model.spec.layer,
         "hook": model.spec.hook_name,
         "context": int(windows.shape[1]),
@@ -184,22 +232,102 @@ def extract_activations(
         # E||x||^2 = 1 over the stored (non-BOS) tokens.
         "mean_squared_norm": mean_sq_norm,
         "input_scale": 1.0 / math.sqrt(mean_sq_norm),
-        # Documented, not used: how far BOS is from the rest (NaN if resumed).
+        # Documented, not used: how far BOS is from the rest.
         "bos_mean_squared_norm": sum_sq_bos / len(windows),
         "shards": shards,
     }
+    manifest["manifest_sha256"] = manifest_checksum(manifest)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
 
 
-def _existing_shard(path: Path, shape: tuple[int, int], dtype: str) -> np.ndarray | None:
+EXTRACTION_RECORD = "extraction.json"
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 of a manifest's content without its own checksum: a manifest edited by
+    hand after extraction no longer matches it."""
+    content = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _read_extraction_record(out_dir: Path, identity: dict) -> dict:
+    """The record of shards already extracted with `identity`; a fresh one otherwise."""
+    path = out_dir / EXTRACTION_RECORD
+    fresh = {"identity": identity, "shards": {}}
     if not path.exists():
+        return fresh
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is unreadable: extracting every shard again", path)
+        return fresh
+    if record.get("identity") != identity:
+        old = record.get("identity") or {}
+        changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        log.warning(
+            "%s: the existing shards were extracted with other inputs (%s differ): "
+            "extracting every shard again",
+            out_dir,
+            ", ".join(changed),
+        )
+        return fresh
+    return record
+
+
+def _remove_unrecorded_shards(out_dir: Path, record: dict) -> None:
+    """Shard files the record does not vouch for (another model, layer, corpus, or an
+    extraction from before records existed) are removed before anything is written."""
+    for path in sorted(out_dir.glob("shard_*.npy")):
+        if path.name not in record["shards"]:
+            path.unlink()
+    write_json(out_dir / EXTRACTION_RECORD, record)
+
+
+def _existing_shard(
+    path: Path, shape: tuple[int, int], dtype: str, sha256: str
+) -> np.ndarray | None:
+    """The shard at `path` if it is exactly the file that was recorded (its sha256), of
+    the expected shape; None (extract it again) otherwise."""
+    if not path.exists() or sha256_of(path) != sha256:
         return None
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         return None
     return array if array.shape == shape and array.dtype == np.dtype(dtype) else None
+
+
+MANIFEST_KEYS = ("d_model", "dtype", "shards", "tokens", "layer", "hook", "model")
+
+
+def check_manifest(manifest: dict, path: str | Path) -> None:
+    """A manifest that is whole and as extraction wrote it (not edited by hand), or a
+    StoreError naming the file and the key. Cheap: reads no shard."""
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{path}: expected a JSON object")
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise StoreError(f"{path}: missing {', '.join(missing)}; delete the store to re-extract")
+    recorded = manifest.get("manifest_sha256")
+    if recorded is not None and recorded != manifest_checksum(manifest):
+        raise StoreError(
+            f"{path}: its content does not match its manifest_sha256 (edited after "
+            "extraction?); delete the store's folder to extract it again"
+        )
+    if not isinstance(manifest["d_model"], int) or manifest["d_model"] <= 0:
+        raise StoreError(f"{path}: d_model = {manifest['d_model']!r}, expected a positive int")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """A store's manifest, checked with `check_manifest`."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise StoreError(f"{path}: missing or unreadable ({error})") from error
+    check_manifest(manifest, path)
+    return manifest
 
 
 class ActivationStore:
@@ -222,10 +350,7 @@ class ActivationStore:
     ):
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as error:
-            raise StoreError(f"{manifest_path}: missing or unreadable ({error})") from error
+        self.manifest = read_manifest(manifest_path)
         for key, value in (expect or {}).items():
             if self.manifest.get(key) != value:
                 raise StoreError(
@@ -235,6 +360,19 @@ class ActivationStore:
         self.d_in = int(self.manifest["d_model"])
         self.seed = seed
         self.shuffle_shards = max(1, shuffle_shards)
+        # What a batch stream is made of: the stored data (the manifest names every
+        # shard's sha256) and how it is read. Training resumes only on the same identity.
+        self.identity = hashlib.sha256(
+            json.dumps(
+                {
+                    "manifest": manifest_checksum(self.manifest),
+                    "seed": seed,
+                    "shuffle_shards": self.shuffle_shards,
+                    "outlier_factor": outlier_factor,
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
         self._keep: list[np.ndarray] | None = None
         self._scan(verify, outlier_factor)
@@ -246,7 +384,15 @@ class ActivationStore:
             if verify:
                 self._check_sha256(shard)
             array = self._read_raw(shard)
-            norms.append(np.sqrt(np.square(array, dtype=np.float64).sum(1)))
+            shard_norms = np.sqrt(np.square(array, dtype=np.float64).sum(1))
+            if not np.isfinite(shard_norms).all():
+                bad = int((~np.isfinite(array)).sum())
+                raise StoreError(
+                    f"{self.path / shard['file']}: {bad} non-finite values (NaN or inf) in "
+                    f"{int((~np.isfinite(shard_norms)).sum())} of {len(array)} tokens; "
+                    "delete the store to extract it again"
+                )
+            norms.append(shard_norms)
         all_norms = np.concatenate(norms)
         self.median_norm = float(np.median(all_norms))
         self.outlier_factor = outlier_factor

@@ -620,6 +620,9 @@ def score_checkpoint(
         fingerprint_settings={
             **{key: value for key, value in params.items() if key != "latents"},
             "weights_sha": _file_digest(weights),
+            # and the data the contexts come from: a resumed run never mixes stores.
+            "windows_sha": _file_digest(windows_path),
+            "store_manifest_sha": _file_digest(Path(store_dir) / "manifest.json"),
         },
         dead_below=float(params["dead_below"]),
         outlier_factor=outlier_factor,

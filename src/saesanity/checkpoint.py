@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,22 +15,44 @@ from safetensors.torch import load_file, save_file
 from saesanity.sae import SparseAutoencoder
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` then rename over `path`, so readers never see half a file."""
+    """Call `write(tmp_path)` then rename over `path`, so readers never see half a file.
+    The file gets the mode the umask asks for (a temporary file is made 0600, which on a
+    shared file system would hide results from colleagues)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _finite_or_null(value):
+    """JSON has no NaN or infinity: such values are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def write_json(path: str | Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
+    """Valid JSON (NaN and infinity become null), keys sorted, written atomically."""
+    text = json.dumps(_finite_or_null(data), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_sae(
@@ -48,8 +71,17 @@ def save_sae(
 
 
 def load_sae(weights_path: str | Path, config_path: str | Path) -> SparseAutoencoder:
-    """Inverse of `save_sae`; extra tensors in the file are ignored."""
-    config = json.loads(Path(config_path).read_text())
+    """Inverse of `save_sae`; extra tensors in the file are ignored. A file that cannot be
+    read (truncated, edited) is a CheckpointError naming it and how to rebuild it."""
+    try:
+        config = json.loads(Path(config_path).read_text())
+        arch = config["architecture"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(config_path, f"unreadable SAE config ({error!r})") from error
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types
+        raise CheckpointError(weights_path, f"unreadable weights ({error})") from error
     arch = config["architecture"]
     d_sae = arch["d_sae"]
     fractions = None
@@ -65,10 +97,27 @@ def load_sae(weights_path: str | Path, config_path: str | Path) -> SparseAutoenc
     )
     if arch.get("group_sizes"):
         sae.group_sizes = list(arch["group_sizes"])
-    tensors = load_file(str(weights_path))
     expected = set(sae.state_dict())
     missing = expected - set(tensors)
     if missing:
-        raise ValueError(f"{weights_path}: missing tensors {sorted(missing)}")
-    sae.load_state_dict({name: tensors[name] for name in expected})
+        raise CheckpointError(weights_path, f"missing tensors {sorted(missing)}")
+    try:
+        sae.load_state_dict({name: tensors[name] for name in expected})
+    except RuntimeError as error:
+        raise CheckpointError(
+            weights_path, f"tensor shapes do not match its config ({error})"
+        ) from error
+    for name, tensor in sae.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(weights_path, f"non-finite values in {name}")
     return sae
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names it and the way out."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(
+            f"{path}: {problem}. Delete the run's folder (or this file) and rerun: the "
+            "workflow trains it again"
+        )

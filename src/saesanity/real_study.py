@@ -78,16 +78,23 @@ def train_real_run(
     shuffle_shards: int = 4,
     saelens_metadata: dict | None = None,
     outlier_factor: float | None = None,
+    store_expect: dict | None = None,
 ) -> None:
-    """Train one SAE or baseline on an activation store and export it for SAELens."""
+    """Train one SAE or baseline on an activation store and export it for SAELens.
+    `store_expect`: what the store's manifest must say (model, layer, width, ...)."""
     config = TrainConfig(**train_config)
     # The run seed orders the data: every variant with the same seed sees the same
     # batches in the same order (the study's "shared data order").
     store = ActivationStore(
-        store_dir, seed=config.seed, shuffle_shards=shuffle_shards, outlier_factor=outlier_factor
+        store_dir,
+        seed=config.seed,
+        shuffle_shards=shuffle_shards,
+        outlier_factor=outlier_factor,
+        expect=store_expect,
     )
     sae = train(config, store, out_dir, device=device)
-    export_saelens(sae, Path(out_dir) / "saelens", saelens_metadata or {})
+    metadata = {**(saelens_metadata or {}), "loaded_model": store.manifest.get("loaded_model")}
+    export_saelens(sae, Path(out_dir) / "saelens", metadata)
 
 
 def export_saelens(sae: SparseAutoencoder, out_dir: str | Path, metadata: dict) -> None:
@@ -278,13 +285,16 @@ def evaluate_real_run(
     out_json: str | Path,
     out_drift_csv: str | Path,
     outlier_factor: float | None = None,
+    store_expect: dict | None = None,
 ) -> dict:
     """Reconstruction metrics of one checkpoint on held-out tokens (the same outlier
     rule as in training) and its decoder drift table."""
     run_dir = Path(run_dir)
     sae = load_sae(run_dir / "sae.safetensors", run_dir / "sae.json")
     sae_meta = json.loads((run_dir / "sae.json").read_text())
-    store = ActivationStore(eval_store_dir, seed=0, outlier_factor=outlier_factor)
+    store = ActivationStore(
+        eval_store_dir, seed=0, outlier_factor=outlier_factor, expect=store_expect
+    )
     tokens = min(eval_tokens, store.n_tokens)
     # One pass over the held-out tokens (a full epoch of the shuffled stream).
     metrics = reconstruction_metrics(sae, store, tokens, min(batch_size * 64, tokens))

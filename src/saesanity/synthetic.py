@@ -10,6 +10,7 @@ so the training set is never held in memory and any batch can be regenerated
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -140,6 +141,12 @@ class SyntheticSource:
             raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAMS)}")
         self.truth, self.seed, self.stream = truth, seed, stream
         self.d_in = truth.n
+        # What the stream is made of, so training resumes only on the same data.
+        digest = hashlib.sha256()
+        for tensor in (truth.features, truth.probabilities):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(f"{truth.magnitude_mu}:{truth.magnitude_sigma}:{seed}:{stream}".encode())
+        self.identity = digest.hexdigest()
 
     def sample(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, sample_index, feature_index) of the batch; the index pairs list active features."""

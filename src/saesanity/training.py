@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from saesanity.checkpoint import atomic_write, save_sae
 from saesanity.data import ActivationSource, derive_seed, estimate_covariance
+from saesanity.device import check_device
 from saesanity.sae import (
     ARCHITECTURES,
     SparseAutoencoder,
@@ -111,7 +112,7 @@ class TrainConfig:
             "soft_freeze_tau": (0 < self.soft_freeze_tau <= 1, "a value in (0, 1]"),
             "max_samples": (self.max_samples >= self.batch_size, ">= batch_size"),
             "batch_size": (self.batch_size > 0, "> 0"),
-            "k": (self.k > 0, "> 0"),
+            "k": (0 < self.k <= self.d_sae, f"> 0 and <= d_sae ({self.d_sae})"),
             "lr": (self.lr > 0, "> 0"),
             "encoder_init_norm": (self.encoder_init_norm > 0, "> 0"),
             "b_dec_init": (self.b_dec_init in ("mean", "zeros"), "'mean' or 'zeros'"),
@@ -271,9 +272,21 @@ def plateaued(config: TrainConfig, history: list[float]) -> bool:
     return (previous - current) / max(previous, 1e-12) < config.plateau_rel_tol
 
 
-def _save_state(path: Path, sae, optimizer, state: TrainState, anchors, config) -> None:
+def resume_fingerprint(config: TrainConfig, source: ActivationSource) -> str:
+    """The identity a saved training state must have to be resumed: the training config
+    and the data (a source's `identity`: a store's manifest, a ground truth's hash)."""
+    data = getattr(source, "identity", None)
+    if data is None:
+        raise TypeError(
+            f"{type(source).__name__} has no `identity`: training could not tell, on "
+            "resume, whether the data is still the data the state was trained on"
+        )
+    return hashlib.sha256(f"{config.fingerprint()}:{data}".encode()).hexdigest()[:16]
+
+
+def _save_state(path: Path, sae, optimizer, state: TrainState, anchors, fingerprint) -> None:
     payload = {
-        "fingerprint": config.fingerprint(),
+        "fingerprint": fingerprint,
         "model": sae.state_dict(),
         "optimizer": optimizer.state_dict(),
         "anchors": anchors,
@@ -295,22 +308,27 @@ def train(
     `stop_after_steps` interrupts the run after that many steps in this call
     (leaving a resumable state), which is how tests simulate a kill.
     """
+    device = check_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "train_state.pt"
     sae = build_sae(config, source.d_in)
     state = TrainState()
     resumed = False
+    fingerprint = resume_fingerprint(config, source)
     if state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["fingerprint"] == config.fingerprint():
+        if saved["fingerprint"] == fingerprint:
             sae.load_state_dict(saved["model"])
             anchors = saved["anchors"]
             state = TrainState(**saved["state"])
             resumed = True
             log.info("resuming %s from step %d", out_dir, state.step)
         else:
-            log.warning("ignoring %s: it was written by a different config", state_path)
+            log.warning(
+                "ignoring %s: it was written with another training config or other data",
+                state_path,
+            )
     if not resumed:
         initialise_sae(sae, config, source)
         anchors = sae.W_dec.detach().clone()
@@ -411,7 +429,7 @@ def train(
         if state.step % config.checkpoint_every_steps == 0 or finished or interrupted:
             state.samples_since_fired = samples_since_fired.cpu()
             state.wall_seconds = wall_before + time.perf_counter() - started
-            _save_state(state_path, sae, optimizer, state, anchors, config)
+            _save_state(state_path, sae, optimizer, state, anchors, fingerprint)
         if interrupted and not finished:
             bar.close()
             return sae

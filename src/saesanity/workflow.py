@@ -212,10 +212,8 @@ def real_train_config(
 def real_model_spec(config: dict) -> dict:
     """ModelSpec kwargs from `real.model` (the embedded model loads from its converted copy)."""
     model = config["real"]["model"]
-    spec = {
-        key: model[key]
-        for key in ("name", "layer", "hook", "context", "batch_size", "dtype", "revision")
-    }
+    keys = ("name", "layer", "hook", "context", "batch_size", "dtype", "revision", "d_model")
+    spec = {key: model[key] for key in keys}
     spec["device"] = config["device"]
     if model.get("embedded"):
         spec["local_dir"] = REAL_MODEL_DIR
@@ -223,6 +221,44 @@ def real_model_spec(config: dict) -> dict:
 
 
 REAL_MODEL_DIR = "resources/model"
+
+
+def real_store_expect(config: dict) -> dict:
+    """What an activation store's manifest must say for this config (checked by every
+    job that reads a store, so a store of another model, layer or width is never used)."""
+    model = config["real"]["model"]
+    return {
+        "model": model["name"],
+        "layer": model["layer"],
+        "hook": f"blocks.{model['layer']}.hook_{model['hook']}",
+        "d_model": model["d_model"],
+        "context": model["context"],
+        "dtype": config["real"]["activations"]["dtype"],
+    }
+
+
+def validate_config(config: dict, schema_path: str | Path) -> None:
+    """The config against the JSON schema, failing with one line per problem that names
+    the key (Snakemake's own `validate` prints the whole schema with each error)."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    lines = []
+    for error in errors[:10]:
+        error = jsonschema.exceptions.best_match([error]) or error
+        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        lines.append(f"  {key}: {_short(error.message)}")
+    more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+    raise ConfigError(f"the config does not match {schema_path}:\n" + "\n".join(lines) + more)
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + " ..."
 
 
 def check_real_config(config: dict) -> None:
