@@ -176,7 +176,7 @@ def probe_llama_cpp(model_path: str | Path, extra_buffer_types: str | bool = "au
     flags = cpu_flags()
     amx = "with" if {"amx_int8", "amx_tile"} & flags else "without"
     raise JudgeCrashedError(
-        f"the offline judge {model_path} crashed in llama.cpp ({cause}) on this CPU ({amx} "
+        f"the offline judge {model_path} failed in llama.cpp ({cause}) on this CPU ({amx} "
         f"AMX; extra_buffer_types = {extra_buffer_types!r}). Set "
         "autointerp.judge.local.extra_buffer_types: false (plain CPU kernels), or use a judge "
         "server (autointerp.judge.backend: http), or rebuild llama-cpp-python with "
