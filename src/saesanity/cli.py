@@ -21,7 +21,6 @@ import yaml
 from saesanity.workflow import ConfigError, check_config, validate_config
 
 
-
 def workflow_dir() -> Path:
     """The workflow's folder: the working directory (where `snakemake` runs), else the
     checkout this package was installed from."""
