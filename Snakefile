@@ -2,8 +2,8 @@
 #   snakemake --cores 8 all                      # the embedded default (config.yaml)
 #   snakemake --cores 8 figures/synthetic_variable.pdf   # one target and what it needs
 #   snakemake --cores 8 figures/table1.pdf             # case study 2's table 1
-#   snakemake --cores 8 --configfile config/synthetic_full.yaml all
-#   snakemake --profile profiles/slurm --configfile config/paper.yaml all   # on SLURM
+#   snakemake --cores 8 all --configfile config/synthetic_full.yaml
+#   snakemake --profile profiles/slurm all --configfile config/paper.yaml   # on SLURM
 #   snakemake --report report.html               # after a run: figures, tables, runtimes
 
 from snakemake.utils import min_version

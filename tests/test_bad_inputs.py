@@ -41,6 +41,7 @@ from saesanity.language_model import (
     load_language_model,
     readable_by_group,
 )
+from saesanity.real_study import export_saelens
 from saesanity.sae import SparseAutoencoder
 from saesanity.synthetic import SyntheticSource, make_ground_truth
 from saesanity.training import TrainConfig, train
@@ -76,6 +77,8 @@ BAD_VALUES = [
     ({"real": {"training": {"seed": 3}}}, "real.training: Additional properties"),
     ({"synthetic": {"training": {"lr": -1.0}}}, "lr"),
     ({"real": {"expansion": 0}}, "expansion"),
+    ({"real": {"architectures": {"batchtopk": {"threshold_start_step": 500}}}},
+     "threshold_start_step = 500"),
 ]  # fmt: skip
 
 
@@ -187,6 +190,18 @@ def small_config(**overrides) -> TrainConfig:
 def test_k_larger_than_the_dictionary_is_named():
     with pytest.raises(ValueError, match=r"TrainConfig.k = 65: expected > 0 and <= d_sae \(64\)"):
         small_config(k=65)
+
+
+def test_a_batchtopk_run_too_short_to_estimate_its_threshold_is_named():
+    with pytest.raises(ValueError, match=r"threshold_start_step = 100: expected < the run's 12"):
+        small_config(architecture="batchtopk", threshold_start_step=100)
+
+
+def test_a_batchtopk_without_a_threshold_is_never_exported(tmp_path):
+    sae = SparseAutoencoder(8, 16, "batchtopk", k=2)  # inference threshold still unset (-1)
+    with pytest.raises(ValueError, match="inference threshold was never estimated"):
+        export_saelens(sae, tmp_path / "saelens", {})
+    assert not (tmp_path / "saelens" / "cfg.json").exists()
 
 
 def test_resume_on_other_data_starts_again(tmp_path):

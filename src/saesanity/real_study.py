@@ -117,7 +117,13 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path, metadata: dict) 
     if architecture == "jumprelu":
         tensors["threshold"] = sae.threshold.detach().clone()
     elif architecture in ("batchtopk", "matryoshka"):
-        threshold = max(float(sae.inference_threshold), 0.0)
+        threshold = float(sae.inference_threshold)
+        if threshold < 0:
+            raise ValueError(
+                f"{out_dir}: this {architecture} SAE's inference threshold was never "
+                "estimated (training ended before threshold_start_step); exported with "
+                "threshold 0 it would be a ReLU. Lower threshold_start_step or train longer"
+            )
         tensors["threshold"] = torch.full((sae.d_sae,), threshold)
     cfg = {
         "architecture": SAELENS_ARCHITECTURES[architecture],

@@ -116,6 +116,14 @@ class TrainConfig:
             "lr": (self.lr > 0, "> 0"),
             "encoder_init_norm": (self.encoder_init_norm > 0, "> 0"),
             "b_dec_init": (self.b_dec_init in ("mean", "zeros"), "'mean' or 'zeros'"),
+            # BatchTopK's inference threshold must be estimated before the run ends, or the
+            # SAE has none (and would be exported as a ReLU).
+            "threshold_start_step": (
+                self.architecture not in ("batchtopk", "matryoshka")
+                or self.threshold_start_step < self.max_samples // max(1, self.batch_size),
+                f"< the run's {self.max_samples // max(1, self.batch_size)} steps "
+                "(max_samples / batch_size), so the inference threshold is estimated",
+            ),
         }
         for key, (ok, expected) in checks.items():
             if not ok:
@@ -295,6 +303,15 @@ def _save_state(path: Path, sae, optimizer, state: TrainState, anchors, fingerpr
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def run_label(out_dir: Path) -> str:
+    """How a run names itself in logs: its folder, relative to the working directory
+    (results/real/runs/batchtopk/trained/iso/l0_40/seed0), not only "seed0"."""
+    try:
+        return str(out_dir.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(out_dir)
+
+
 def train(
     config: TrainConfig,
     source: ActivationSource,
@@ -330,6 +347,11 @@ def train(
                 state_path,
             )
     if not resumed:
+        log.info(
+            "training %s: %s %s %s, %d steps of %d samples",
+            run_label(out_dir), config.architecture, config.variant, config.init,
+            config.max_steps, config.batch_size,
+        )  # fmt: skip
         initialise_sae(sae, config, source)
         anchors = sae.W_dec.detach().clone()
         state.samples_since_fired = torch.zeros(config.d_sae, dtype=torch.long)
@@ -347,7 +369,7 @@ def train(
     started = time.perf_counter()
     wall_before = state.wall_seconds
     bar = tqdm(
-        total=config.max_steps, initial=state.step, disable=not progress, desc=out_dir.name,
+        total=config.max_steps, initial=state.step, disable=not progress, desc=run_label(out_dir),
         mininterval=5.0, unit="step",
     )  # fmt: skip
     while state.step < config.max_steps and not state.stop_reason:

@@ -120,10 +120,40 @@ def set_threads(requested: int) -> int:
     return threads
 
 
+class LineByLine:
+    """A log file as progress bars' stream: tqdm redraws its line with a carriage return,
+    which turns a log file into one unreadable line; here every redraw is a line."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self._at_line_start:
+            text = text.lstrip("\n")
+        while "\n\n" in text:
+            text = text.replace("\n\n", "\n")
+        if text:
+            self.handle.write(text)
+            self._at_line_start = text.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+
 def setup_logging(log_path: str | Path) -> None:
-    """Send logging, warnings and progress bars (stderr) of a workflow script to its log file."""
+    """Send logging, warnings and progress bars (stderr) of a workflow script to its log
+    file, one line per message and per progress update."""
     log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the script
-    sys.stderr = log_file
+    sys.stderr = LineByLine(log_file)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
