@@ -125,3 +125,20 @@ def test_run_identity_from_path():
         "regime": "variable", "architecture": "topk", "variant": "frozen_decoder",
         "init": "cov", "seed": 12,
     }  # fmt: skip
+
+
+def test_mcc_is_one_for_the_true_dictionary_in_any_order_and_sign_and_low_for_random():
+    from saesanity.metrics import feature_uniqueness, mean_correlation_coefficient
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(200, 64, generator=generator), dim=1)
+    signs = torch.where(torch.rand(200, generator=generator) < 0.5, -1.0, 1.0)
+    shuffled = features[torch.randperm(200, generator=generator)] * signs[:, None]
+    assert mean_correlation_coefficient(shuffled, features) == pytest.approx(1.0, abs=1e-9)
+    assert feature_uniqueness(shuffled, features) == 1.0
+    # Random directions: chance is what the best one-to-one matching of two independent
+    # random sets reaches (|cos| ~ 0.1 per pair in 64 dimensions, ~0.35 after matching).
+    random = torch.randn(200, 64, generator=generator)
+    chance = mean_correlation_coefficient(torch.randn(200, 64, generator=generator), features)
+    assert mean_correlation_coefficient(random, features) == pytest.approx(chance, abs=0.05)
+    assert chance < 0.5

@@ -310,6 +310,7 @@ class LanguageModel:
         if self.tokenizer.bos_token_id is None:
             raise ValueError(f"model.name = {spec.name!r}: its tokenizer has no BOS token")
         self.bos_token_id = int(self.tokenizer.bos_token_id)
+        self._starts_at_layer = True  # TransformerLens 4.x; found out at the first call
 
     @property
     def device(self) -> str:
@@ -326,13 +327,25 @@ class LanguageModel:
         return cache[name].float()
 
     @torch.no_grad()
-    def logits_from_hook(self, activation: torch.Tensor) -> torch.Tensor:
+    def logits_from_hook(
+        self, activation: torch.Tensor, tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Next-token logits when the hooked activation is `activation` [batch, pos, d]:
-        runs only the blocks after the hook."""
+        runs only the blocks after the hook where TransformerLens's bridge can start at a
+        layer (4.x); with 3.x (the release SAELens accepts) it runs the full forward on
+        `tokens` with `activation` written at the hook, which gives the same logits."""
         dtype = DTYPES[self.spec.dtype]
-        return self.bridge(
-            activation.to(self.device, dtype), start_at_layer=self.spec.resume_layer
-        ).float()
+        if self._starts_at_layer:
+            try:
+                return self.bridge(
+                    activation.to(self.device, dtype), start_at_layer=self.spec.resume_layer
+                ).float()
+            except NotImplementedError:
+                self._starts_at_layer = False
+                log.info("this TransformerBridge cannot start at a layer: full forwards")
+        if tokens is None:
+            raise ValueError("logits_from_hook: this TransformerLens needs the tokens too")
+        return self.logits_with_replacement(tokens, lambda _: activation.to(self.device, dtype))
 
     @torch.no_grad()
     def logits_with_replacement(

@@ -109,3 +109,76 @@ def recovery_table(
             "best_latent": best_latent.numpy(),
         }
     )
+
+
+# ------------------------------------------------ SynthSAEBench's matched-pair metrics
+# The metrics of SAELens's synthetic benchmark (sae_lens.synthetic.evals), computed here
+# without importing SAELens and checked equal to its functions in tests/test_saelens.py.
+def _abs_cosines(decoder: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """|cos| between every decoder row and every ground-truth feature, [d_sae, features]."""
+    decoder = decoder / decoder.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    features = features / features.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return (decoder @ features.T).abs()
+
+
+def mean_correlation_coefficient(decoder: torch.Tensor, features: torch.Tensor) -> float:
+    """MCC: decoder rows matched one-to-one to ground-truth features by the Hungarian
+    algorithm on |cos|, then the mean |cos| of the matched pairs (1 for the true
+    dictionary in any order and sign)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cosines = _abs_cosines(decoder.double(), features.double())
+    rows, columns = linear_sum_assignment(1 - cosines.numpy())
+    return float(cosines[rows, columns].mean())
+
+
+def feature_uniqueness(decoder: torch.Tensor, features: torch.Tensor) -> float:
+    """Distinct best-matching ground-truth features over the number of latents."""
+    best = _abs_cosines(decoder, features).argmax(dim=1)
+    return len(best.unique()) / decoder.shape[0]
+
+
+@torch.no_grad()
+def latent_classification(
+    sae: SparseAutoencoder, source, num_samples: int, batch_size: int
+) -> dict[str, float]:
+    """Each latent as a detector of its best-matching ground-truth feature (by decoder
+    |cos|): mean precision, recall, F1 and accuracy over latents, on held-out samples of
+    a synthetic source (`source.sample` gives the active features)."""
+    best = _abs_cosines(sae.W_dec.detach(), source.truth.features).argmax(dim=1)
+    counts = torch.zeros(4, sae.d_sae, dtype=torch.float64)  # tp, fp, fn, tn
+    for step in range(max(1, num_samples // batch_size)):
+        x, sample_index, feature_index = source.sample(step, batch_size)
+        truth = torch.zeros(batch_size, source.truth.num_features, dtype=torch.bool)
+        truth[sample_index, feature_index] = True
+        truth = truth[:, best]
+        fires = sae.encode(x) != 0
+        counts[0] += (fires & truth).sum(0)
+        counts[1] += (fires & ~truth).sum(0)
+        counts[2] += (~fires & truth).sum(0)
+        counts[3] += (~fires & ~truth).sum(0)
+    tp, fp, fn, tn = counts
+    precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.zeros_like(tp))
+    recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
+    )
+    accuracy = (tp + tn) / (tp + fp + fn + tn).clamp_min(1e-8)
+    return {
+        "latent_precision": float(precision.mean()),
+        "latent_recall": float(recall.mean()),
+        "latent_f1": float(f1.mean()),
+        "latent_accuracy": float(accuracy.mean()),
+    }
+
+
+def synthsaebench_metrics(
+    sae: SparseAutoencoder, source, num_samples: int, batch_size: int
+) -> dict[str, float]:
+    """MCC, uniqueness and the per-latent classification metrics of one SAE."""
+    decoder = sae.W_dec.detach()
+    return {
+        "mcc": mean_correlation_coefficient(decoder, source.truth.features),
+        "uniqueness": feature_uniqueness(decoder, source.truth.features),
+        **latent_classification(sae, source, num_samples, batch_size),
+    }

@@ -44,6 +44,7 @@ RECONSTRUCTION_METRICS = [
     "ce_loss_score",
     "kl_div_score",
 ]
+SAELENS_FORMAT_VERSION = "6.54.12"
 # SAELens's names for our architectures (cfg.json "architecture").
 SAELENS_ARCHITECTURES = {
     "relu": "standard",
@@ -135,6 +136,10 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path, metadata: dict) 
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {
+            # Without it SAELens reads the file as a pre-6.0 config and drops the
+            # hook, model and context below; this is the release the format was checked
+            # against (tests/test_saelens.py loads every architecture with it).
+            "sae_lens_version": SAELENS_FORMAT_VERSION,
             "saesanity_architecture": architecture,
             "hook_name": metadata.get("hook_name"),
             "model_name": metadata.get("model_name"),
@@ -162,8 +167,8 @@ def build_splice_reference(
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size]
         residual = model.residual(batch)
-        clean = model.logits_from_hook(residual)
-        zero = model.logits_from_hook(torch.zeros_like(residual))
+        clean = model.logits_from_hook(residual, batch)
+        zero = model.logits_from_hook(torch.zeros_like(residual), batch)
         clean_ce.append(_token_ce(clean, batch))
         zero_ce.append(_token_ce(zero, batch))
         zero_kl.append(_token_kl(clean, zero))
@@ -234,8 +239,8 @@ def splice_metrics(
         mask = splice_mask[start : start + batch_size]
         spliced = residual.clone()
         spliced[mask] = reconstruct(residual[mask]).cpu()
-        clean_logits = model.logits_from_hook(residual)
-        new_logits = model.logits_from_hook(spliced)
+        clean_logits = model.logits_from_hook(residual, tokens)
+        new_logits = model.logits_from_hook(spliced, tokens)
         ce.append(_token_ce(new_logits, tokens))
         kl.append(_token_kl(clean_logits, new_logits))
     ce_sae = float(torch.cat(ce).mean())

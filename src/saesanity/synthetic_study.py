@@ -14,6 +14,7 @@ from saesanity.metrics import (
     reconstruction_metrics,
     recovery_summary,
     recovery_table,
+    synthsaebench_metrics,
 )
 from saesanity.synthetic import SyntheticSource, load_ground_truth
 from saesanity.training import TrainConfig, train
@@ -64,6 +65,8 @@ def evaluate_synthetic_run(
     recovery, best_latent = feature_recovery(truth.features, sae.W_dec.detach())
     metrics.update(recovery_summary(recovery, recovery_threshold))
     metrics["recovery_threshold"] = recovery_threshold
+    # SynthSAEBench's matched-pair metrics (SAELens's synthetic benchmark) beside them.
+    metrics.update(synthsaebench_metrics(sae, source, eval_samples, eval_batch_size))
     table = recovery_table(recovery, best_latent, truth.probabilities)
     atomic_write(out_recovery_csv, lambda tmp: table.to_csv(tmp, index=False))
     result = {
