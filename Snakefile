@@ -32,6 +32,7 @@ include: "rules/autointerp.smk"
 include: "rules/sparse_probing.smk"
 include: "rules/ravel.smk"
 include: "rules/scale_out.smk"
+include: "rules/sanity.smk"
 
 
 rule all:

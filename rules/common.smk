@@ -7,6 +7,7 @@ from saesanity.activation_store import read_manifest
 from saesanity.real_study import RECONSTRUCTION_METRICS
 from saesanity.sae import ARCHITECTURES
 from saesanity.training import INITS, VARIANTS
+from saesanity.user_sae import USER_INIT, USER_VARIANT
 
 saesanity_workflow.check_config(config)
 
@@ -43,11 +44,13 @@ RUN_DIR = saesanity_workflow.SYNTHETIC_RUN_DIR
 RUN_PATH = RUN_DIR.replace("results/synthetic/", "")  # for logs and benchmarks
 
 
+# Real runs add the researcher's own SAE (variant "user", init "none") in a sanity
+# check; training rules constrain their wildcards to the trained variants.
 wildcard_constraints:
     regime="|".join(sorted(SYNTHETIC["regimes"])),
     architecture="|".join(ARCHITECTURES),
-    variant="|".join(VARIANTS),
-    init="|".join(INITS),
+    variant="|".join([*VARIANTS, USER_VARIANT]),
+    init="|".join([*INITS, USER_INIT]),
     seed=r"\d+",
 
 
@@ -150,6 +153,23 @@ def real_windows(split):
     if split == "eval":
         tokens = max(tokens, REAL["activations"]["splice_windows"] * (REAL["model"]["context"] - 1))
     return -(-tokens // (REAL["model"]["context"] - 1))
+
+
+# ------------------------------------------------------------ sanity check (sanity.smk)
+SANITY = config.get("sanity") or {"sae": None}
+SANITY_DIR = f"results/sanity/{SANITY.get('name') or 'sae'}"
+SANITY_USER_RUN = saesanity_workflow.sanity_user_run(config)
+
+
+def sanity_sae_files(wildcards):
+    """The SAE's two files, where the config names its directory."""
+    if not SANITY.get("sae"):
+        raise ValueError("sanity.sae is not set: run `saesanity check PATH` (or --config)")
+    return {
+        "cfg": os.path.join(SANITY["sae"], "cfg.json"),
+        "weights": os.path.join(SANITY["sae"], "sae_weights.safetensors"),
+    }
+
 
 
 # ------------------------------------------------------------ report (scale_out.smk)

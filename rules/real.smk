@@ -137,6 +137,9 @@ rule real_splice_reference:
 
 
 rule real_train:
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+        init="|".join(INITS),
     input:
         manifest=store_manifest("train"),
     output:

@@ -111,7 +111,9 @@ def collect_metrics(
         row.update(result["training"])
         if "regime_spec" in result:
             row.update(_flatten("data_", result["regime_spec"]))
-        config = {k: v for k, v in result["train_config"].items() if k not in run_columns}
+        # A researcher's own SAE (a sanity check) has no training config of ours.
+        train_config = result["train_config"] or {}
+        config = {k: v for k, v in train_config.items() if k not in run_columns}
         row.update(_flatten("cfg_", config))
         rows.append(row)
     frame = pd.DataFrame(rows)

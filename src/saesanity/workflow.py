@@ -13,7 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from saesanity.training import TrainConfig
+from saesanity.training import VARIANTS, TrainConfig
 
 RUN_KEYS = ("regime", "architecture", "variant", "init", "seed")
 SYNTHETIC_RUN_DIR = "results/synthetic/{regime}/runs/{architecture}/{variant}/{init}/seed{seed}"
@@ -199,11 +199,40 @@ def real_runs(config: dict) -> list[dict]:
         ):
             combo = (architecture, variant, init, l0, seed)
             runs[combo] = dict(zip(REAL_RUN_KEYS, combo, strict=True))
+    user = sanity_user_run(config)
+    if user is not None:
+        runs[tuple(user.values())] = user
     return [runs[key] for key in sorted(runs)]
 
 
 def real_run_dir(run: dict) -> str:
     return REAL_RUN_DIR.format(**run)
+
+
+def real_d_sae(config: dict) -> int:
+    """`real.d_sae`, or `real.expansion` x the model's width."""
+    study = config["real"]
+    if study.get("d_sae"):
+        return int(study["d_sae"])
+    return int(study["expansion"]) * int(study["model"]["d_model"])
+
+
+def sanity_user_run(config: dict) -> dict | None:
+    """The researcher's own SAE as a run of the real grid (variant "user"), once
+    `saesanity check` has measured its L0; None otherwise."""
+    from saesanity.user_sae import USER_INIT, USER_VARIANT
+
+    sanity = config.get("sanity") or {}
+    if not sanity.get("sae") or not sanity.get("l0"):
+        return None
+    architecture = config["real"]["runs"]["sanity"]["architectures"][0]
+    return dict(
+        zip(
+            REAL_RUN_KEYS,
+            (architecture, USER_VARIANT, USER_INIT, int(sanity["l0"]), 0),
+            strict=True,
+        )
+    )
 
 
 def real_train_config(
@@ -228,7 +257,7 @@ def real_train_config(
         variant=variant,
         init=init,
         seed=int(seed),
-        d_sae=int(study["expansion"]) * int(study["model"]["d_model"]),
+        d_sae=real_d_sae(config),
         k=int(target_l0),
     )
     if variant == "trained":
@@ -316,6 +345,8 @@ def check_real_config(config: dict) -> None:
     if model["layer"] < 0:
         raise ConfigError(f"real.model.layer: {model['layer']} must be >= 0")
     for run in real_runs(config):
+        if run["variant"] not in VARIANTS:
+            continue  # the researcher's own SAE: not trained here
         try:
             real_train_config(config, **run)
         except (ValueError, TypeError) as error:
