@@ -161,6 +161,20 @@ SANITY_DIR = f"results/sanity/{SANITY.get('name') or 'sae'}"
 SANITY_USER_RUN = saesanity_workflow.sanity_user_run(config)
 
 
+def sanity_relu_runs(wildcards):
+    """TrainConfig values of each ReLU baseline to calibrate (its first seed)."""
+    if not SANITY_USER_RUN or SANITY_USER_RUN["architecture"] != "relu":
+        raise ValueError("sanity_relu_l1: the check's baselines are not ReLU (or no L0 yet)")
+    l0, seed = SANITY_USER_RUN["target_l0"], min(SANITY["seeds"])
+    return {
+        f"{variant}/{init}": saesanity_workflow.real_train_config(
+            config, "relu", variant, init, l0, seed
+        )
+        for variant, inits in SANITY["variants"].items()
+        for init in inits
+    }
+
+
 def sanity_sae_files(wildcards):
     """The SAE's two files, where the config names its directory."""
     if not SANITY.get("sae"):

@@ -107,3 +107,34 @@ rule sanity_report:
         "../envs/saesanity.yaml"
     script:
         "../workflow_scripts/sanity_report.py"
+
+
+rule sanity_relu_l1:
+    # ReLU baselines have no target-L0 mechanism: each (variant, init) gets the L1
+    # coefficient that gives the SAE's L0 on held-out tokens (saesanity.relu_calibration).
+    input:
+        train_manifest=store_manifest("train"),
+        eval_manifest=store_manifest("eval"),
+        l0=rules.sanity_l0.output[0],
+    output:
+        f"{SANITY_DIR}/relu_l1.json",
+    params:
+        runs=sanity_relu_runs,
+        target_l0=(SANITY_USER_RUN or {}).get("target_l0"),
+        tolerance=SANITY.get("l0_tolerance"),
+        eval_tokens=REAL["activations"]["eval_tokens"],
+        batch_size=REAL["model"]["batch_size"],
+        shuffle_shards=REAL["activations"]["shuffle_shards"],
+        outlier_factor=REAL["activations"]["outlier_norm_factor"],
+        device=config["device"],
+    log:
+        f"logs/sanity/{SANITY.get('name') or 'sae'}/relu_l1.log",
+    benchmark:
+        f"benchmarks/sanity/{SANITY.get('name') or 'sae'}/relu_l1.tsv"
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/sanity_relu_l1.py"

@@ -72,6 +72,21 @@ def competent_judge() -> LlamaCppJudge:
     return LlamaCppJudge(path, n_ctx=2048, threads=1)
 
 
+def test_the_judge_without_extra_buffer_types_is_the_same_model(competent_judge):
+    """What `extra_buffer_types: auto` does on CPUs with AMX (plain CPU kernels instead of
+    repacked or AMX weights): the same answers, margins equal up to kernel rounding."""
+    path = competent_judge.llm.model_path
+    plain = LlamaCppJudge(path, n_ctx=512, threads=1, extra_buffer_types=False)
+    assert not plain.extra_buffer_types
+    for text, expected in [("the cat sat on the mat", "yes"), ("7 + 5 = 12", "no")]:
+        question = f"Does the text '{text}' mention an animal? Answer yes or no."
+        messages = [{"role": "user", "content": question}]
+        margin, answer = plain.yes_no_margin(messages)
+        reference, _ = competent_judge.yes_no_margin(messages)
+        assert answer.strip().lower() == expected
+        assert margin == pytest.approx(reference, abs=0.1 * max(1.0, abs(reference)))
+
+
 @pytest.fixture(scope="module")
 def tokenizer(embedded_model_dir):
     from transformers import AutoTokenizer

@@ -614,6 +614,15 @@ def test_a_judge_that_dies_by_a_signal_is_a_named_error(monkeypatch, tmp_path):
     assert "judge.gguf" in message
 
 
+@pytest.mark.parametrize("setting", ["auto", True, False])
+def test_the_probe_runs_the_judge_with_each_setting(setting, monkeypatch, tmp_path):
+    """The child gets the setting the job was given (a forced true or false included)."""
+    monkeypatch.setattr(
+        judges, "_PROBE", "import sys; assert sys.argv[2] in ('auto', 'True', 'False')"
+    )
+    judges.probe_llama_cpp(tmp_path / "judge.gguf", setting)
+
+
 def test_a_judge_file_that_is_not_a_gguf_is_named(tmp_path):
     path = tmp_path / "judge.gguf"
     path.write_bytes(b"not a gguf file" * 100)

@@ -138,6 +138,44 @@ def test_an_sae_trained_far_longer_beats_its_baselines(first_check, tmp_path):
     assert row["ci_low"] > 0
 
 
+def test_relu_baselines_are_calibrated_to_the_saes_l0(first_check, language_model):
+    """A standard (ReLU) SAE made by SAELens: ReLU has no target-L0 mechanism, so each
+    baseline's L1 coefficient is calibrated to the SAE's held-out L0 first."""
+    tokens = torch.randint(0, 49152, (4, CONTEXT))
+    tokens[:, 0] = language_model.bos_token_id
+    x = language_model.residual(tokens)[:, 1:].reshape(-1, language_model.d_model)
+    d_in, d_sae = language_model.d_model, 2 * language_model.d_model
+    rows = torch.nn.functional.normalize(torch.randn(d_sae, d_in), dim=1)
+    pre = (x - x.mean(0)) @ rows.T
+    cfg = sae_lens.StandardSAEConfig(
+        d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu",
+        metadata=SAEMetadata(model_name=MODEL["name"], hook_name=HOOK, context_size=CONTEXT),
+    )  # fmt: skip
+    sae = sae_lens.StandardSAE(cfg)
+    with torch.no_grad():
+        sae.W_dec.copy_(rows)
+        sae.W_enc.copy_(rows.T)
+        sae.b_enc.fill_(-float(pre.quantile(0.98)))  # about 2% of the latents fire
+        sae.b_dec.copy_(x.mean(0))
+    sae.save_model(first_check / "relu_sae")
+    result = saesanity_check(first_check, first_check / "relu_sae")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    folder = first_check / "results" / "sanity" / "relu_sae"
+    calibration = json.loads((folder / "relu_l1.json").read_text())
+    l0 = json.loads((folder / "l0.json").read_text())["l0"]
+    assert set(calibration["calibration"]) == {
+        "frozen_decoder/cov", "soft_frozen_decoder/iso", "frozen_encoder/iso"
+    }  # fmt: skip
+    for name, calibrated in calibration["calibration"].items():
+        first_l0 = calibrated["trials"][0]["l0"]
+        # The chosen coefficient is at least as close to the SAE's L0 as the start.
+        assert abs(calibrated["held_out_l0"] - l0) <= abs(first_l0 - l0), name
+    check = yaml.safe_load((folder / "check.yaml").read_text())
+    assert set(check["real"]["by_l0"]["relu"]) == set(calibration["by_l0"])
+    table = verdicts(first_check, "relu_sae")
+    assert set(table["verdict"]) <= VERDICTS
+
+
 # ------------------------------------------------------------------- bad SAE folders
 @pytest.fixture
 def good_sae(tmp_path, language_model):

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saesanity.checkpoint import atomic_write, write_json
+from saesanity.checkpoint import atomic_write, finite_or_null, write_json
 from saesanity.data import derive_seed
 from saesanity.language_model import LanguageModel, sha256_of
 
@@ -248,7 +248,9 @@ def manifest_checksum(manifest: dict) -> str:
     """sha256 of a manifest's content without its own checksum: a manifest edited by
     hand after extraction no longer matches it."""
     content = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    # As written to disk (write_json turns NaN into null), so a read-back manifest matches.
+    text = json.dumps(finite_or_null(content), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_extraction_record(out_dir: Path, identity: dict) -> dict:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from saesanity.sae import SparseAutoencoder
 
 
-def _umask() -> int:
+def current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
@@ -31,27 +31,27 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _finite_or_null(value):
+def finite_or_null(value):
     """JSON has no NaN or infinity: such values are written as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
+        return {key: finite_or_null(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite_or_null(item) for item in value]
+        return [finite_or_null(item) for item in value]
     return value
 
 
 def write_json(path: str | Path, data: dict) -> None:
     """Valid JSON (NaN and infinity become null), keys sorted, written atomically."""
-    text = json.dumps(_finite_or_null(data), indent=2, sort_keys=True, allow_nan=False)
+    text = json.dumps(finite_or_null(data), indent=2, sort_keys=True, allow_nan=False)
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
@@ -68,6 +68,16 @@ def save_sae(
         tensors[name] = tensor.detach().cpu().contiguous()
     atomic_write(weights_path, lambda tmp: save_file(tensors, str(tmp)))
     write_json(config_path, {"architecture": sae.architecture_config(), **metadata})
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names it and the way out."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(
+            f"{path}: {problem}. Delete the run's folder (or this file) and rerun: the "
+            "workflow trains it again"
+        )
 
 
 def load_sae(weights_path: str | Path, config_path: str | Path) -> SparseAutoencoder:
@@ -111,13 +121,3 @@ def load_sae(weights_path: str | Path, config_path: str | Path) -> SparseAutoenc
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(weights_path, f"non-finite values in {name}")
     return sae
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names it and the way out."""
-
-    def __init__(self, path: str | Path, problem: str):
-        super().__init__(
-            f"{path}: {problem}. Delete the run's folder (or this file) and rerun: the "
-            "workflow trains it again"
-        )

@@ -138,6 +138,13 @@ def check_sae(
     second.update(sparse_probing={"l0s": None}, ravel={"l0s": None})
     second_file = write_yaml(folder / "check.yaml", second)
     check_config_files([*configfiles, second_file])
+    if user.architecture == "relu":
+        # ReLU baselines: calibrate each one's L1 coefficient to the SAE's L0 first.
+        _snakemake(str(folder / "relu_l1.json"), [*configfiles, second_file], passthrough)
+        calibrated = json.loads((folder / "relu_l1.json").read_text())["by_l0"]
+        update_config(second, {"real": {"by_l0": {"relu": calibrated}}})
+        second_file = write_yaml(folder / "check.yaml", second)
+        check_config_files([*configfiles, second_file])
     _snakemake("sanity", [*configfiles, second_file], passthrough)
     return folder / "report.html"
 

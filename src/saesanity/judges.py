@@ -160,7 +160,7 @@ def probe_llama_cpp(model_path: str | Path, extra_buffer_types: str | bool = "au
     inside llama.cpp (SIGSEGV, SIGILL) becomes a named error instead of killing the job
     with a bare signal."""
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(model_path), extra_buffer_types],
+        [sys.executable, "-c", _PROBE, str(model_path), str(extra_buffer_types)],
         capture_output=True,
         text=True,
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from saesanity.checkpoint import current_umask
 from saesanity.device import check_device
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,7 @@ def fetch_embedded_model(
 def readable_by_group(path: str | Path) -> None:
     """Give a directory made under a temporary folder (mode 0700) the permissions the
     umask asks for, so colleagues on a shared file system can read it."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     for root, _dirs, files in os.walk(path):
         os.chmod(root, 0o777 & ~umask)
         for name in files:
