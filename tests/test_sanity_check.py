@@ -105,8 +105,11 @@ def test_a_random_baseline_in_disguise_is_indistinguishable(first_check):
     result = saesanity_check(first_check, disguised, "--name", "disguised")
     assert result.returncode == 0, result.stderr[-3000:]
     table = verdicts(first_check, "disguised")
+    own = json.loads((disguised.parent / "eval.json").read_text())["metrics"]
     for metric in ("explained_variance", "ce_loss_score", "kl_div_score"):
         assert table.loc[metric, "verdict"] == "indistinguishable", table.loc[metric]
+        # Round trip: exported, re-imported and re-evaluated, it scores what it scored.
+        assert table.loc[metric, "sae"] == pytest.approx(own[metric], rel=1e-4, abs=1e-5)
 
 
 def test_an_sae_trained_far_longer_beats_its_baselines(first_check, tmp_path):
