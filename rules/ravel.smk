@@ -1,4 +1,4 @@
-# Issue 5: causal editing with RAVEL (SAEBench evals/ravel) on offline entity data,
+# Causal editing with RAVEL (SAEBench evals/ravel) on offline entity data,
 # or SAEBench's hub prompts (ravel.data.source: huggingface).
 # pinned archives (or hub files) -> prompts the model answers correctly, their residuals,
 # pairs -> per-checkpoint masks and scores (+ the raw-residual reference)

@@ -1,4 +1,4 @@
-# Sparse probing (issue 4): SAEBench's protocol on offline analogs of its datasets.
+# Sparse probing: SAEBench's protocol on offline analogs of its datasets.
 # archives -> balanced datasets -> model activations cached once per family
 # -> residual baselines; per checkpoint: SAE top-k probes -> per-L0 table -> figure
 

@@ -329,7 +329,7 @@ def test_smoke_run_builds_ravel(smoke_run):
     assert 0 <= reference["metrics"]["ravel_disentanglement"] <= 1
 
 
-# ------------------------------------------------------------- scale-out (issue 7)
+# ------------------------------------------------- cluster resources and provenance
 def test_result_tables_carry_provenance(smoke_run):
     """Every result table row says which code, config and packages made it."""
 

@@ -1,4 +1,4 @@
-"""Figures of the training-length study (issue 8), in the conventions of plots.py."""
+"""Figures of the training-length study, in the conventions of plots.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 8: does feature recovery depend on how long the SAE trains?
+"""The training-length study: does feature recovery depend on how long the SAE trains?
 
 Recovery and explained variance are measured at log-spaced points of training
 (every doubling of samples seen) from the snapshots of one run, with the same

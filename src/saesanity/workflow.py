@@ -62,7 +62,7 @@ def synthetic_train_config(
     )
     # Data-independent, but regimes may differ in how long they need.
     values.update(study["regimes"][regime].get("training", {}))
-    # The length study (issue 8) evaluates snapshots of these runs; no effect on training.
+    # The training-length study evaluates snapshots of these runs; no effect on training.
     from saesanity.length_study import main_snapshot_samples
 
     run = {"regime": regime, "architecture": architecture, "variant": variant, "init": init}

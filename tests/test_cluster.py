@@ -1,4 +1,4 @@
-"""Scale-out (issue 7): the SLURM profile on a real one-node SLURM cluster, the conda
+"""Running on a cluster: the SLURM profile on a real one-node SLURM cluster, the conda
 environments against pyproject.toml, provenance columns, and resuming a killed run."""
 
 from __future__ import annotations

@@ -1,34 +1,34 @@
-# Issue 7: scale-out. The resolved config and per-rule runtimes, for the Snakemake report
+# Provenance: the resolved config and per-rule runtimes, for the Snakemake report
 # (`snakemake --report report.html` after `all`). Captions: report/*.rst.
 
 
-rule scale_out_all:
+rule provenance_all:
     input:
         "results/config.yaml",
         "results/runtimes.csv",
         "figures/runtimes.pdf",
 
 
-rule scale_out_config:
+rule provenance_config:
     # The merged config of this invocation (config.yaml + every --configfile).
     output:
         report("results/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         config=config,
     log:
-        "logs/scale_out/config.log",
+        "logs/provenance/config.log",
     benchmark:
-        "benchmarks/scale_out/config.tsv"
+        "benchmarks/provenance/config.tsv"
     threads: job_threads("light")
     resources:
         **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
-        "../workflow_scripts/scale_out_config.py"
+        "../workflow_scripts/provenance_config.py"
 
 
-rule scale_out_runtimes:
+rule provenance_runtimes:
     input:
         study_targets,
     output:
@@ -41,13 +41,13 @@ rule scale_out_runtimes:
     params:
         patterns=lambda wc: benchmark_patterns(),
     log:
-        "logs/scale_out/runtimes.log",
+        "logs/provenance/runtimes.log",
     benchmark:
-        "benchmarks/scale_out/runtimes.tsv"
+        "benchmarks/provenance/runtimes.tsv"
     threads: job_threads("light")
     resources:
         **job_resources("light"),
     conda:
         "../envs/saesanity.yaml"
     script:
-        "../workflow_scripts/scale_out_runtimes.py"
+        "../workflow_scripts/provenance_runtimes.py"
