@@ -8,7 +8,7 @@
 
 from snakemake.utils import min_version
 
-from saesanity.workflow import validate_config
+from saesanity.studies.runs import validate_config
 
 min_version("9.0")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from saesanity.metrics import reconstruction_metrics
-from saesanity.synthetic import SyntheticSource, make_ground_truth
-from saesanity.training import TrainConfig, train
-from saesanity.workflow import synthetic_train_config
+from saesanity.core.training import TrainConfig, train
+from saesanity.evals.metrics import reconstruction_metrics
+from saesanity.sources.synthetic import SyntheticSource, make_ground_truth
+from saesanity.studies.runs import synthetic_train_config
 
 config = yaml.safe_load(Path("config.yaml").read_text())
 study = config["synthetic"]

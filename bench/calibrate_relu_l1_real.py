@@ -1,6 +1,6 @@
 """Calibrate the real grid's ReLU L1 coefficient per variant to hit the target L0
 (run on demand, after the activation stores exist). The criterion and the search are
-`saesanity.relu_calibration`'s; every trial goes to bench/out/relu_l1_real.csv and the
+`saesanity.studies.relu_calibration`'s; every trial goes to bench/out/relu_l1_real.csv and the
 chosen `by_l0` entries are printed.
 
     python bench/calibrate_relu_l1_real.py [--l0 40] [--runs trained/iso frozen_decoder/cov ...]
@@ -20,8 +20,8 @@ import pandas as pd
 import yaml
 from snakemake.utils import update_config
 
-from saesanity.relu_calibration import calibrate_l1, held_out_metrics
-from saesanity.workflow import real_train_config, set_threads
+from saesanity.studies.relu_calibration import calibrate_l1, held_out_metrics
+from saesanity.studies.runs import real_train_config, set_threads
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument(

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saesanity.language_model import ModelSpec, load_language_model
+from saesanity.sources.language_model import ModelSpec, load_language_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

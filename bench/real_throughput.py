@@ -56,9 +56,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saesanity import training
-from saesanity.activation_store import ActivationStore
-from saesanity.training import TrainConfig, build_sae, initialise_sae, train
+from saesanity.core import training
+from saesanity.core.training import TrainConfig, build_sae, initialise_sae, train
+from saesanity.sources.activation_store import ActivationStore
 
 K, BATCH = 40, 4096
 # The real config's training settings that matter for the cost of a step.

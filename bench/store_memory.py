@@ -89,7 +89,7 @@ def write_store(path: Path, n_shards: int, shard_tokens: int, d: int, seed: int)
 
 def child(mode: str, path: str, shuffle_shards: int) -> None:
     """Fresh interpreter: stream one epoch (or load the whole store), report peak RSS."""
-    from saesanity.activation_store import ActivationStore
+    from saesanity.sources.activation_store import ActivationStore
 
     baseline = memory_status_mb()["VmRSS"]
     reset = reset_peak_rss()

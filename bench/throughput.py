@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saesanity.synthetic import SyntheticSource, make_ground_truth
-from saesanity.training import TrainConfig, train
+from saesanity.core.training import TrainConfig, train
+from saesanity.sources.synthetic import SyntheticSource, make_ground_truth
 
 D_IN, D_SAE, K, BATCH = 100, 3200, 20, 4096
 

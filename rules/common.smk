@@ -2,12 +2,12 @@
 
 import os
 
-from saesanity import workflow as saesanity_workflow
-from saesanity.activation_store import read_manifest
-from saesanity.real_study import RECONSTRUCTION_METRICS
-from saesanity.sae import ARCHITECTURES
-from saesanity.training import INITS, VARIANTS
-from saesanity.user_sae import USER_INIT, USER_VARIANT
+from saesanity.studies import runs as saesanity_workflow
+from saesanity.sources.activation_store import read_manifest
+from saesanity.studies.real import RECONSTRUCTION_METRICS
+from saesanity.core.sae import ARCHITECTURES
+from saesanity.core.training import INITS, VARIANTS
+from saesanity.studies.sanity import USER_INIT, USER_VARIANT
 
 saesanity_workflow.check_config(config)
 

@@ -1,7 +1,7 @@
 # Training length: does feature recovery depend on how long the SAE trains?
 # snapshots (main runs, or dedicated long runs) -> per-run point CSVs -> tables -> figures
 
-from saesanity import length_study as saesanity_length
+from saesanity.studies import length as saesanity_length
 
 saesanity_length.check_length_config(config)
 

@@ -4,7 +4,7 @@
 # pairs -> per-checkpoint masks and scores (+ the raw-residual reference)
 # -> results/real/l0_<L0>/ravel.csv (joined into table 1) -> figures/ravel.pdf
 
-from saesanity import ravel as saesanity_ravel
+from saesanity.evals import ravel as saesanity_ravel
 
 RAVEL = config.get("ravel", {"enabled": False, "l0s": None})
 RAVEL_SOURCE = (RAVEL.get("data") or {}).get("source", "offline")

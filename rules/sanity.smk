@@ -111,7 +111,7 @@ rule sanity_report:
 
 rule sanity_relu_l1:
     # ReLU baselines have no target-L0 mechanism: each (variant, init) gets the L1
-    # coefficient that gives the SAE's L0 on held-out tokens (saesanity.relu_calibration).
+    # coefficient that gives the SAE's L0 on held-out tokens (saesanity.studies.relu_calibration).
     input:
         train_manifest=store_manifest("train"),
         eval_manifest=store_manifest("eval"),

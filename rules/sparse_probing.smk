@@ -2,7 +2,7 @@
 # archives -> balanced datasets -> model activations cached once per family
 # -> residual baselines; per checkpoint: SAE top-k probes -> per-L0 table -> figure
 
-from saesanity.probing_data import check_probing_config, family_settings
+from saesanity.evals.probing_data import check_probing_config, family_settings
 
 check_probing_config(config)
 

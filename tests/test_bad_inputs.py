@@ -23,8 +23,13 @@ import yaml
 from conftest import REPO
 from safetensors.torch import load_file, save_file
 
-from saesanity import judges
-from saesanity.activation_store import (
+from saesanity.cli import check_config_files, configfiles_in, load_config_file
+from saesanity.core.checkpoint import CheckpointError, atomic_write, load_sae, save_sae, write_json
+from saesanity.core.device import DeviceUnavailableError, check_device
+from saesanity.core.sae import SparseAutoencoder
+from saesanity.core.training import TrainConfig, train
+from saesanity.evals import judges
+from saesanity.sources.activation_store import (
     ActivationStore,
     StoreError,
     extract_activations,
@@ -32,20 +37,15 @@ from saesanity.activation_store import (
     read_manifest,
     tokenise_windows,
 )
-from saesanity.checkpoint import CheckpointError, atomic_write, load_sae, save_sae, write_json
-from saesanity.cli import check_config_files, configfiles_in, load_config_file
-from saesanity.device import DeviceUnavailableError, check_device
-from saesanity.language_model import (
+from saesanity.sources.language_model import (
     ModelSpec,
     check_embedded_name,
     load_language_model,
     readable_by_group,
 )
-from saesanity.real_study import export_saelens
-from saesanity.sae import SparseAutoencoder
-from saesanity.synthetic import SyntheticSource, make_ground_truth
-from saesanity.training import TrainConfig, train
-from saesanity.workflow import ConfigError, validate_config
+from saesanity.sources.synthetic import SyntheticSource, make_ground_truth
+from saesanity.studies.real import export_saelens
+from saesanity.studies.runs import ConfigError, validate_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -514,7 +514,7 @@ def test_nan_in_a_stored_shard_is_named_not_a_division_by_zero(store, tmp_path):
     array[[2, 7], 0] = np.nan
     np.save(shard, array)
     manifest = json.loads((broken / "manifest.json").read_text())
-    from saesanity.language_model import sha256_of
+    from saesanity.sources.language_model import sha256_of
 
     manifest["shards"][1]["sha256"] = sha256_of(shard)
     manifest["manifest_sha256"] = manifest_checksum(manifest)

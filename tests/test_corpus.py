@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from saesanity.corpus import (
+from saesanity.sources.corpus import (
     ARCHIVES,
     CORPUS_SOURCES,
     CorpusError,

@@ -11,9 +11,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from saesanity.checkpoint import load_sae
-from saesanity.length_plots import figure_length, figure_length_sensitivity
-from saesanity.length_study import (
+from saesanity.core.checkpoint import load_sae
+from saesanity.plots.length import figure_length, figure_length_sensitivity
+from saesanity.sources.synthetic import SyntheticSource, make_ground_truth, save_ground_truth
+from saesanity.studies.length import (
     evaluate_length_run,
     evaluation_points,
     long_runs,
@@ -21,9 +22,8 @@ from saesanity.length_study import (
     sensitivity_table,
     settled_table,
 )
-from saesanity.synthetic import SyntheticSource, make_ground_truth, save_ground_truth
-from saesanity.synthetic_study import evaluate_synthetic_run, train_synthetic_run
-from saesanity.workflow import synthetic_train_config
+from saesanity.studies.runs import synthetic_train_config
+from saesanity.studies.synthetic import evaluate_synthetic_run, train_synthetic_run
 
 REPO = Path(__file__).resolve().parents[1]
 REGIME = {"law": "constant", "p": 0.0625}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saesanity import plots
-from saesanity.synthetic_study import SUMMARY_METRICS
+from saesanity.plots import synthetic as plots
+from saesanity.studies.synthetic import SUMMARY_METRICS
 
 THRESHOLD = 0.8
 NUM_FEATURES = 400  # the study uses 3,200; fewer keeps the tests fast
@@ -130,7 +130,7 @@ def _assert_pdf(path: Path) -> None:
 def fast_fonts(monkeypatch):
     # Type 42 font embedding (the default in plots) subsets fonts with fontTools, about a
     # second per figure; Type 3 keeps the suite fast and exercises the same drawing code.
-    monkeypatch.setitem(plots._STYLE, "pdf.fonttype", 3)
+    monkeypatch.setitem(plots.STYLE, "pdf.fonttype", 3)
 
 
 @pytest.fixture(scope="module")

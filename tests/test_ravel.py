@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from saesanity.ravel import (
+from saesanity.core.sae import SparseAutoencoder
+from saesanity.evals.ravel import (
     IdentityCodec,
     SaeCodec,
     build_pairs,
@@ -15,7 +16,7 @@ from saesanity.ravel import (
     sample_pairs,
     summarise,
 )
-from saesanity.ravel_data import (
+from saesanity.evals.ravel_data import (
     Entity,
     Prompt,
     RavelDataError,
@@ -24,7 +25,6 @@ from saesanity.ravel_data import (
     pad_batch,
     tokenise_prompts,
 )
-from saesanity.sae import SparseAutoencoder
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def _config(**ravel):
 
 
 def test_ravel_l0s_must_be_l0s_of_the_real_grid():
-    from saesanity.ravel import RavelConfigError, check_ravel_config, ravel_l0s
+    from saesanity.evals.ravel import RavelConfigError, check_ravel_config, ravel_l0s
 
     check_ravel_config(_config())
     assert ravel_l0s(_config(l0s=[40])) == [40]
@@ -347,8 +347,8 @@ def _hub_settings(**hub):
 def test_hub_source_reads_the_fetched_files_and_checks_them(tmp_path):
     import json
 
-    from saesanity.ravel import load_entities_and_prompts
-    from saesanity.ravel_data import HUB_FILE_KINDS, fetch_hub_files
+    from saesanity.evals.ravel import load_entities_and_prompts
+    from saesanity.evals.ravel_data import HUB_FILE_KINDS, fetch_hub_files
 
     settings = _hub_settings(entities_per_type=None, templates_per_attribute=None)
     hub = settings["huggingface"]
@@ -373,7 +373,7 @@ def test_hub_source_reads_the_fetched_files_and_checks_them(tmp_path):
 
 
 def test_hub_source_without_the_hub_fails_naming_the_repo_and_the_key(tmp_path):
-    from saesanity.ravel_data import fetch_hub_files
+    from saesanity.evals.ravel_data import fetch_hub_files
 
     hub = _config()["ravel"]["huggingface"]  # HF_HUB_OFFLINE=1 (conftest), empty cache
     with pytest.raises(
@@ -383,7 +383,7 @@ def test_hub_source_without_the_hub_fails_naming_the_repo_and_the_key(tmp_path):
 
 
 def test_offline_data_settings_are_unchanged_by_the_hub_option():
-    from saesanity.ravel import ravel_data_settings
+    from saesanity.evals.ravel import ravel_data_settings
 
     ravel = _config()["ravel"]
     offline = ravel_data_settings(ravel)
@@ -397,7 +397,7 @@ def test_hub_config_is_checked():
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    from saesanity.ravel import RavelConfigError, check_ravel_config
+    from saesanity.evals.ravel import RavelConfigError, check_ravel_config
 
     schema = str(Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml")
     config = _config()

@@ -10,14 +10,14 @@ import torch
 import yaml
 from conftest import REPO
 
-from saesanity.activation_store import (
+from saesanity.sources.activation_store import (
     ActivationStore,
     StoreError,
     extract_activations,
     tokenise_windows,
 )
-from saesanity.language_model import ModelSpec, ModelUnavailableError, load_language_model
-from saesanity.real_study import (
+from saesanity.sources.language_model import ModelSpec, ModelUnavailableError, load_language_model
+from saesanity.studies.real import (
     _token_ce,
     build_splice_reference,
     load_splice_reference,
@@ -26,7 +26,7 @@ from saesanity.real_study import (
     splice_metrics,
     table1,
 )
-from saesanity.workflow import ConfigError, check_config, real_runs, real_train_config
+from saesanity.studies.runs import ConfigError, check_config, real_runs, real_train_config
 
 TEXTS = [
     "The committee met on Tuesday to discuss the budget for the coming year.",

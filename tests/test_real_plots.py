@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saesanity import real_plots
+from saesanity.plots import real as real_plots
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 SERIES = (

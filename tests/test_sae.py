@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import saesanity.sae as sae_module
-from saesanity.sae import (
+import saesanity.core.sae as sae_module
+from saesanity.core.sae import (
     SparseAutoencoder,
     covariance_directions,
     jumprelu,
@@ -12,7 +12,12 @@ from saesanity.sae import (
     step,
     unit_sphere_directions,
 )
-from saesanity.sparse_ops import SparseCode, gathered_preactivations, select_topk, sparse_decode
+from saesanity.core.sparse_ops import (
+    SparseCode,
+    gathered_preactivations,
+    select_topk,
+    sparse_decode,
+)
 
 
 def make_sae(architecture, d_in=12, d_sae=48, k=4, seed=0, **kwargs):
@@ -109,7 +114,7 @@ def test_sparse_training_forward_matches_dense_autograd(architecture):
 @pytest.mark.parametrize("architecture", ["relu", "jumprelu"])
 def test_sparse_and_dense_paths_give_the_same_loss_gradients(architecture, monkeypatch):
     """ReLU/JumpReLU switch between a dense and a sparse path by density; both are exact."""
-    from saesanity.training import TrainConfig, compute_loss
+    from saesanity.core.training import TrainConfig, compute_loss
 
     config = TrainConfig(architecture=architecture, d_sae=48, k=4, jumprelu_bandwidth=0.5)
     grads = []

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from saesanity.real_study import SAELENS_FORMAT_VERSION, export_saelens
-from saesanity.sae import SparseAutoencoder
+from saesanity.core.sae import SparseAutoencoder
+from saesanity.studies.real import SAELENS_FORMAT_VERSION, export_saelens
 
 sae_lens = pytest.importorskip("sae_lens", reason="pip install -e '.[test]' installs SAE Lens")
 
@@ -73,8 +73,8 @@ def test_export_loads_in_saelens_with_its_metadata(architecture, language_model,
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """A small TopK trained on the study's synthetic data, and its eval stream."""
-    from saesanity.synthetic import SyntheticSource, make_ground_truth
-    from saesanity.training import TrainConfig, train
+    from saesanity.core.training import TrainConfig, train
+    from saesanity.sources.synthetic import SyntheticSource, make_ground_truth
 
     truth = make_ground_truth(24, 96, {"law": "constant", "p": 0.04}, {"mu": 0, "sigma": 0.25}, 0)
     config = TrainConfig(
@@ -89,7 +89,7 @@ def synthetic_run(tmp_path_factory):
 def test_mcc_and_uniqueness_equal_saelens(synthetic_run):
     from sae_lens.synthetic import evals
 
-    from saesanity.metrics import feature_uniqueness, mean_correlation_coefficient
+    from saesanity.evals.metrics import feature_uniqueness, mean_correlation_coefficient
 
     sae, truth, _ = synthetic_run
     decoder = sae.W_dec.detach()
@@ -105,7 +105,7 @@ def test_mcc_and_uniqueness_equal_saelens(synthetic_run):
 def test_latent_classification_equals_saelens(synthetic_run):
     from sae_lens.synthetic import evals
 
-    from saesanity.metrics import latent_classification
+    from saesanity.evals.metrics import latent_classification
 
     sae, truth, source = synthetic_run
     ours = latent_classification(sae, source, num_samples=512, batch_size=512)

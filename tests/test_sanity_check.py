@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO
 from safetensors.torch import load_file, save_file
 
-from saesanity.user_sae import UserSAEError, read_saelens_sae
+from saesanity.studies.sanity import UserSAEError, read_saelens_sae
 
 sae_lens = pytest.importorskip("sae_lens", reason="pip install -e '.[test]' installs SAE Lens")
 from sae_lens.saes.sae import SAEMetadata  # noqa: E402
@@ -115,9 +115,9 @@ def test_a_random_baseline_in_disguise_is_indistinguishable(first_check):
 def test_an_sae_trained_far_longer_beats_its_baselines(first_check, tmp_path):
     """Trained 20x the baselines' steps on the same store: its reconstruction is better
     than any random baseline's by more than their seed spread."""
-    from saesanity.activation_store import ActivationStore
-    from saesanity.real_study import export_saelens
-    from saesanity.training import TrainConfig, train
+    from saesanity.core.training import TrainConfig, train
+    from saesanity.sources.activation_store import ActivationStore
+    from saesanity.studies.real import export_saelens
 
     config = yaml.safe_load(SMOKE.read_text())["real"]["training"]
     store = ActivationStore(

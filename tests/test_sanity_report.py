@@ -9,8 +9,8 @@ import pytest
 from matplotlib.collections import PathCollection
 from scipy import stats
 
-import saesanity.sanity_report as sanity_report
-from saesanity.sanity_report import (
+import saesanity.studies.sanity_report as sanity_report
+from saesanity.studies.sanity_report import (
     BEATS,
     INDISTINGUISHABLE,
     NOT_EVALUATED,

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from saesanity.probing_data import (
+from saesanity.core.sae import SparseAutoencoder
+from saesanity.evals.probing_data import (
     FAMILIES,
     ProbingDataError,
     balanced_split,
@@ -22,8 +23,7 @@ from saesanity.probing_data import (
     hf_examples,
     load_hf_family,
 )
-from saesanity.sae import SparseAutoencoder
-from saesanity.sparse_probing import (
+from saesanity.evals.sparse_probing import (
     cache_activations,
     evaluate_checkpoint,
     full_probe_accuracy,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from saesanity.checkpoint import load_sae, save_sae
-from saesanity.metrics import explained_variance, feature_recovery, recovery_summary
-from saesanity.sae import SparseAutoencoder, unit_sphere_directions
-from saesanity.synthetic import (
+from saesanity.core.checkpoint import load_sae, save_sae
+from saesanity.core.sae import SparseAutoencoder, unit_sphere_directions
+from saesanity.evals.metrics import explained_variance, feature_recovery, recovery_summary
+from saesanity.sources.synthetic import (
     SyntheticSource,
     expected_active_features,
     load_ground_truth,
@@ -14,7 +14,7 @@ from saesanity.synthetic import (
     sample_active,
     save_ground_truth,
 )
-from saesanity.synthetic_study import random_decoder_recovery, run_from_path
+from saesanity.studies.synthetic import random_decoder_recovery, run_from_path
 
 MAGNITUDE = {"mu": 0.0, "sigma": 0.25}
 CONSTANT = {"law": "constant", "p": 0.00625}
@@ -128,7 +128,7 @@ def test_run_identity_from_path():
 
 
 def test_mcc_is_one_for_the_true_dictionary_in_any_order_and_sign_and_low_for_random():
-    from saesanity.metrics import feature_uniqueness, mean_correlation_coefficient
+    from saesanity.evals.metrics import feature_uniqueness, mean_correlation_coefficient
 
     generator = torch.Generator().manual_seed(0)
     features = torch.nn.functional.normalize(torch.randn(200, 64, generator=generator), dim=1)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saesanity.checkpoint import load_sae
-from saesanity.synthetic import SyntheticSource, make_ground_truth
-from saesanity.training import TrainConfig, learning_rate, plateaued, train
+from saesanity.core.checkpoint import load_sae
+from saesanity.core.training import TrainConfig, learning_rate, plateaued, train
+from saesanity.sources.synthetic import SyntheticSource, make_ground_truth
 
 TRUTH = make_ground_truth(16, 64, {"law": "constant", "p": 0.0625}, {"mu": 0, "sigma": 0.25}, 0)
 

@@ -385,7 +385,7 @@ def test_killed_run_resumes_to_the_same_table(smoke_run, tmp_path):
     import time
 
     from saesanity.provenance import without_provenance
-    from saesanity.real_study import table1
+    from saesanity.studies.real import table1
 
     workdir = tmp_path / "resume"
     # Reuse the smoke run's model, corpus and activation stores (and Snakemake's

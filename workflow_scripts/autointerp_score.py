@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from saesanity.autointerp import score_checkpoint
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.evals.autointerp import score_checkpoint
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 threads = set_threads(snakemake.threads)

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from saesanity.provenance import write_result_csv
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 write_result_csv(

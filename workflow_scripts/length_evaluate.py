@@ -1,8 +1,8 @@
 """Snakemake script: evaluate every snapshot of one run, plus its final checkpoint."""
 
-from saesanity.length_study import evaluate_length_run, run_identity
 from saesanity.provenance import write_result_csv
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.studies.length import evaluate_length_run, run_identity
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

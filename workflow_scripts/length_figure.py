@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from saesanity.length_plots import figure_length
-from saesanity.workflow import setup_logging
+from saesanity.plots.length import figure_length
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 figure_length(

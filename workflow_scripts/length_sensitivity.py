@@ -1,9 +1,9 @@
 """Snakemake script: learning-rate and batch-size sensitivity at the longest budget."""
 
-from saesanity.length_plots import figure_length_sensitivity
-from saesanity.length_study import read_tables, sensitivity_table
+from saesanity.plots.length import figure_length_sensitivity
 from saesanity.provenance import write_result_csv
-from saesanity.workflow import setup_logging
+from saesanity.studies.length import read_tables, sensitivity_table
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 table = sensitivity_table(read_tables(list(snakemake.input)), snakemake.params.budget)

@@ -1,8 +1,8 @@
 """Snakemake script: all evaluation points of one source in one CSV, and where they settle."""
 
-from saesanity.length_study import read_tables, settled_table
 from saesanity.provenance import write_result_csv
-from saesanity.workflow import setup_logging
+from saesanity.studies.length import read_tables, settled_table
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 frame = read_tables(list(snakemake.input))

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from saesanity.synthetic_study import train_synthetic_run
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.studies.runs import set_threads, setup_logging
+from saesanity.studies.synthetic import train_synthetic_run
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

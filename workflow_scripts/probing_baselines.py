@@ -1,8 +1,8 @@
 """Snakemake script: residual-stream baselines (top-k dimensions, full-width probe)."""
 
+from saesanity.evals.sparse_probing import load_cache, residual_baselines
 from saesanity.provenance import write_result_csv
-from saesanity.sparse_probing import load_cache, residual_baselines
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

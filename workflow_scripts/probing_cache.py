@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from saesanity.language_model import ModelSpec, load_language_model
-from saesanity.sparse_probing import cache_activations, save_cache
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.evals.sparse_probing import cache_activations, save_cache
+from saesanity.sources.language_model import ModelSpec, load_language_model
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

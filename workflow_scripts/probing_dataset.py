@@ -3,9 +3,9 @@
 import logging
 import time
 
-from saesanity.checkpoint import atomic_write, write_json
-from saesanity.probing_data import build_family, load_hf_family
-from saesanity.workflow import setup_logging
+from saesanity.core.checkpoint import atomic_write, write_json
+from saesanity.evals.probing_data import build_family, load_hf_family
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 started = time.perf_counter()

@@ -2,10 +2,10 @@
 
 import time
 
-from saesanity.checkpoint import load_sae, write_json
-from saesanity.real_study import real_run_from_path
-from saesanity.sparse_probing import evaluate_checkpoint, load_cache
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.core.checkpoint import load_sae, write_json
+from saesanity.evals.sparse_probing import evaluate_checkpoint, load_cache
+from saesanity.studies.real import real_run_from_path
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

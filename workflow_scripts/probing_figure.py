@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from saesanity.sparse_probing import figure_sparse_probing
-from saesanity.workflow import setup_logging
+from saesanity.evals.sparse_probing import figure_sparse_probing
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 figure_sparse_probing(

@@ -2,9 +2,9 @@
 
 import yaml
 
-from saesanity.checkpoint import atomic_write
+from saesanity.core.checkpoint import atomic_write
 from saesanity.provenance import code_version, config_hash
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 config = snakemake.params.config

@@ -1,8 +1,8 @@
 """Snakemake script: per-rule runtimes from the benchmark files (table and figure)."""
 
+from saesanity.plots.runtimes import collect_benchmarks, figure_runtimes, runtime_table
 from saesanity.provenance import write_result_csv
-from saesanity.runtimes import collect_benchmarks, figure_runtimes, runtime_table
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 table = runtime_table(collect_benchmarks(dict(snakemake.params.patterns)))

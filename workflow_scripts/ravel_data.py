@@ -6,9 +6,9 @@ way the input manifest lies in the folder of the fetched files."""
 import json
 from pathlib import Path
 
-from saesanity.language_model import ModelSpec, load_language_model
-from saesanity.ravel import build_ravel_data
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.evals.ravel import build_ravel_data
+from saesanity.sources.language_model import ModelSpec, load_language_model
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

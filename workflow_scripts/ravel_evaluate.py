@@ -1,9 +1,9 @@
 """Snakemake script: RAVEL masks and scores of one checkpoint, or (without a
 checkpoint among the inputs) of the raw residual dimensions as the reference."""
 
-from saesanity.language_model import ModelSpec, load_language_model
-from saesanity.ravel import RavelData, evaluate_ravel_run, evaluate_residual_reference
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.evals.ravel import RavelData, evaluate_ravel_run, evaluate_residual_reference
+from saesanity.sources.language_model import ModelSpec, load_language_model
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from saesanity.real_plots import METRIC_AXIS_LABELS, figure_metric_vs_l0
-from saesanity.workflow import setup_logging
+from saesanity.plots.real import METRIC_AXIS_LABELS, figure_metric_vs_l0
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 METRIC_AXIS_LABELS.setdefault("ravel_disentanglement", "RAVEL disentanglement")

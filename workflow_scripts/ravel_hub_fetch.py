@@ -3,9 +3,9 @@ pinned revision) and record their provenance. Needs the Hugging Face hub."""
 
 from pathlib import Path
 
-from saesanity.checkpoint import write_json
-from saesanity.ravel_data import fetch_hub_files
-from saesanity.workflow import setup_logging
+from saesanity.core.checkpoint import write_json
+from saesanity.evals.ravel_data import fetch_hub_files
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 manifest = snakemake.output.manifest

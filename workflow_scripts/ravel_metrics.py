@@ -1,8 +1,8 @@
 """Snakemake script: the RAVEL metric family at one L0 (one row per checkpoint)."""
 
+from saesanity.evals.ravel import collect_ravel_metrics
 from saesanity.provenance import write_result_csv
-from saesanity.ravel import collect_ravel_metrics
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 write_result_csv(

@@ -3,8 +3,8 @@ configured and reachable, from the Hugging Face hub (OpenWebText)."""
 
 from pathlib import Path
 
-from saesanity.corpus import build_corpus, load_hf_corpus
-from saesanity.workflow import setup_logging
+from saesanity.sources.corpus import build_corpus, load_hf_corpus
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 corpus = dict(snakemake.params.corpus)

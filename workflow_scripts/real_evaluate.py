@@ -3,9 +3,9 @@ fraction, spliced CE/KL) and its decoder drift."""
 
 from pathlib import Path
 
-from saesanity.language_model import ModelSpec, load_language_model
-from saesanity.real_study import evaluate_real_run
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.sources.language_model import ModelSpec, load_language_model
+from saesanity.studies.real import evaluate_real_run
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

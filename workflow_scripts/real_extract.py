@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from saesanity.activation_store import extract_activations, load_windows
-from saesanity.language_model import ModelSpec, load_language_model
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.sources.activation_store import extract_activations, load_windows
+from saesanity.sources.language_model import ModelSpec, load_language_model
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from saesanity.real_plots import figure_drift, figure_reconstruction
-from saesanity.real_study import load_drift
-from saesanity.workflow import setup_logging
+from saesanity.plots.real import figure_drift, figure_reconstruction
+from saesanity.studies.real import load_drift
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 figure_reconstruction(pd.read_csv(snakemake.input.metrics), snakemake.output.reconstruction)

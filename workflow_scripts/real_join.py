@@ -3,8 +3,8 @@
 import pandas as pd
 
 from saesanity.provenance import write_result_csv
-from saesanity.real_study import join_metric_families
-from saesanity.workflow import setup_logging
+from saesanity.studies.real import join_metric_families
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 frames = [pd.read_csv(path) for path in snakemake.input]

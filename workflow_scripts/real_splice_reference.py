@@ -1,11 +1,11 @@
 """Snakemake script: hooked activations of the evaluation windows plus the clean
 and zero-ablation losses (the reference of every CE/KL measurement)."""
 
-from saesanity.activation_store import load_windows
-from saesanity.checkpoint import write_json
-from saesanity.language_model import ModelSpec, load_language_model
-from saesanity.real_study import build_splice_reference
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.core.checkpoint import write_json
+from saesanity.sources.activation_store import load_windows
+from saesanity.sources.language_model import ModelSpec, load_language_model
+from saesanity.studies.real import build_splice_reference
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -2,10 +2,10 @@
 
 import pandas as pd
 
+from saesanity.plots.real import figure_table1
 from saesanity.provenance import write_result_csv
-from saesanity.real_plots import figure_table1
-from saesanity.real_study import table1
-from saesanity.workflow import setup_logging
+from saesanity.studies.real import table1
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 metrics = pd.read_csv(snakemake.input.metrics)

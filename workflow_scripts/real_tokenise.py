@@ -2,10 +2,10 @@
 
 import logging
 
-from saesanity.activation_store import save_windows, tokenise_windows
-from saesanity.corpus import iter_documents
-from saesanity.language_model import ModelSpec, load_tokenizer
-from saesanity.workflow import setup_logging
+from saesanity.sources.activation_store import save_windows, tokenise_windows
+from saesanity.sources.corpus import iter_documents
+from saesanity.sources.language_model import ModelSpec, load_tokenizer
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 spec = ModelSpec(**snakemake.params.model)

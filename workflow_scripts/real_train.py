@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from saesanity.real_study import train_real_run
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.studies.real import train_real_run
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Snakemake script: the researcher's SAE (SAELens format) -> a checkpoint of this workflow."""
 
-from saesanity.user_sae import import_user_sae
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
+from saesanity.studies.sanity import import_user_sae
 
 setup_logging(snakemake.log[0])
 import_user_sae(

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from saesanity.user_sae import measure_user_sae
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.studies.runs import set_threads, setup_logging
+from saesanity.studies.sanity import measure_user_sae
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

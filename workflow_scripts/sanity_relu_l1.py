@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from saesanity.checkpoint import write_json
-from saesanity.relu_calibration import calibrate_l1, held_out_metrics
-from saesanity.workflow import set_threads, setup_logging
+from saesanity.core.checkpoint import write_json
+from saesanity.studies.relu_calibration import calibrate_l1, held_out_metrics
+from saesanity.studies.runs import set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

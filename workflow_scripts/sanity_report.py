@@ -4,9 +4,9 @@ import json
 
 import pandas as pd
 
-from saesanity.sanity_report import sanity_verdicts, write_sanity_report
-from saesanity.user_sae import USER_VARIANT, sanity_notes
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
+from saesanity.studies.sanity import USER_VARIANT, sanity_notes
+from saesanity.studies.sanity_report import sanity_verdicts, write_sanity_report
 
 setup_logging(snakemake.log[0])
 sanity = dict(snakemake.params.sanity)

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from saesanity.plots import figure_architectures
-from saesanity.workflow import setup_logging
+from saesanity.plots.synthetic import figure_architectures
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 figure_architectures(

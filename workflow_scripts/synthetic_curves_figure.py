@@ -1,8 +1,8 @@
 """Snakemake script: training curves of every run (convergence check)."""
 
-from saesanity.plots import figure_curves
-from saesanity.synthetic_study import load_curves
-from saesanity.workflow import setup_logging
+from saesanity.plots.synthetic import figure_curves
+from saesanity.studies.runs import setup_logging
+from saesanity.studies.synthetic import load_curves
 
 setup_logging(snakemake.log[0])
 figure_curves(load_curves(list(snakemake.input)), snakemake.output[0])

@@ -1,7 +1,7 @@
 """Snakemake script: held-out reconstruction metrics and feature recovery of one run."""
 
-from saesanity.synthetic_study import evaluate_synthetic_run
-from saesanity.workflow import RUN_KEYS, set_threads, setup_logging
+from saesanity.studies.runs import RUN_KEYS, set_threads, setup_logging
+from saesanity.studies.synthetic import evaluate_synthetic_run
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,11 @@
 """Snakemake script: draw and save one regime's ground-truth dictionary and probabilities."""
 
-from saesanity.synthetic import expected_active_features, make_ground_truth, save_ground_truth
-from saesanity.workflow import setup_logging
+from saesanity.sources.synthetic import (
+    expected_active_features,
+    make_ground_truth,
+    save_ground_truth,
+)
+from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
 params = snakemake.params

@@ -3,9 +3,9 @@ variable: recovery vs feature probability)."""
 
 import pandas as pd
 
-from saesanity.plots import figure_constant, figure_variable
-from saesanity.synthetic_study import load_recoveries, random_decoder_recovery
-from saesanity.workflow import setup_logging
+from saesanity.plots.synthetic import figure_constant, figure_variable
+from saesanity.studies.runs import setup_logging
+from saesanity.studies.synthetic import load_recoveries, random_decoder_recovery
 
 setup_logging(snakemake.log[0])
 params = snakemake.params

@@ -2,10 +2,10 @@
 
 import pandas as pd
 
-from saesanity.plots import figure_summary_table
+from saesanity.plots.synthetic import figure_summary_table
 from saesanity.provenance import write_result_csv
-from saesanity.synthetic_study import summary_table
-from saesanity.workflow import setup_logging
+from saesanity.studies.runs import setup_logging
+from saesanity.studies.synthetic import summary_table
 
 setup_logging(snakemake.log[0])
 summary = summary_table(pd.read_csv(snakemake.input[0]))

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from saesanity.user_sae import UserSAEError
-from saesanity.workflow import ConfigError, check_config, validate_config
+from saesanity.studies.runs import ConfigError, check_config, validate_config
+from saesanity.studies.sanity import UserSAEError
 
 
 def workflow_dir() -> Path:
@@ -114,7 +114,7 @@ def check_sae(
     """The sanity check of the SAE in `sae_path`; returns its report's path."""
     from snakemake.utils import update_config
 
-    from saesanity.user_sae import read_saelens_sae, sanity_overlay
+    from saesanity.studies.sanity import read_saelens_sae, sanity_overlay
 
     config = check_config_files(configfiles)
     user = read_saelens_sae(sae_path, config["sanity"].get("baseline_architecture"))

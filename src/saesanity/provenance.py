@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from saesanity.synthetic_study import write_csv
+from saesanity.studies.synthetic import write_csv
 
 PROVENANCE_COLUMNS = ("code_version", "config_hash", "package_versions")
 # Used when saesanity is imported from a source tree without being installed (PYTHONPATH):

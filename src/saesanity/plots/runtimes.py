@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from snakemake.io import regex_from_filepattern
 
-from saesanity.plots import _STYLE, _save
+from saesanity.plots.style import STYLE, save_figure
 
 RUNTIME_COLUMNS = ["rule", "jobs", "total_s", "mean_s", "max_s", "max_rss_mb", "cpu_time_s"]
 
@@ -72,7 +72,7 @@ def runtime_table(jobs: pd.DataFrame) -> pd.DataFrame:
 
 def figure_runtimes(table: pd.DataFrame, out_path: str | Path) -> Figure:
     """Total wall time per rule (bars, log scale) with the job count on each bar."""
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         height = max(2.0, 0.25 * len(table) + 1.0)
         fig, ax = plt.subplots(figsize=(6.5, height), layout="constrained")
         ordered = table.iloc[::-1]
@@ -85,5 +85,5 @@ def figure_runtimes(table: pd.DataFrame, out_path: str | Path) -> Figure:
         ax.set_xlabel("total wall time over the rule's jobs (s, benchmark files)")
         ax.set_title("Runtime per rule")
         ax.grid(axis="y", visible=False)
-    _save(fig, out_path)
+    save_figure(fig, out_path)
     return fig

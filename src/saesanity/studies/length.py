@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from saesanity.synthetic_study import evaluate_synthetic_run
+from saesanity.studies.synthetic import evaluate_synthetic_run
 
 LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "seed")
 LONG_RUN_DIR = "results/length/{regime}/runs/{architecture}/lr{lr}_bs{batch_size}/seed{seed}"
@@ -84,7 +84,7 @@ def long_runs(
     carries its `budget`. The sensitivity's default point is the long-budget run itself
     when that run exists (its snapshot at the sensitivity budget is the same state as a
     run stopped there: training does not depend on max_samples, tested)."""
-    from saesanity.workflow import synthetic_train_config
+    from saesanity.studies.runs import synthetic_train_config
 
     study = _length_config(config)
     long = study.get("long", {})
@@ -158,8 +158,8 @@ def long_train_config(
 ) -> dict:
     """TrainConfig kwargs of a dedicated run: the main run's values, then the length
     study's overrides (no plateau stop by default), the budget, lr and batch size."""
-    from saesanity.training import TrainConfig
-    from saesanity.workflow import synthetic_train_config
+    from saesanity.core.training import TrainConfig
+    from saesanity.studies.runs import synthetic_train_config
 
     study = _length_config(config)
     if budget is None:
@@ -322,7 +322,7 @@ def read_tables(paths: list[str | Path]) -> pd.DataFrame:
 
 def check_length_config(config: dict) -> None:
     """Cross-field checks of `length_study`; raise ConfigError naming the key."""
-    from saesanity.workflow import ConfigError
+    from saesanity.studies.runs import ConfigError
 
     study = _length_config(config)
     regimes = set(config["synthetic"]["regimes"])
@@ -370,7 +370,7 @@ def run_identity(wildcards: dict) -> dict:
 
 def main_point_tables(config: dict) -> list[str]:
     """Per-run point tables of the main synthetic runs the length study follows."""
-    from saesanity.workflow import run_dir, synthetic_runs
+    from saesanity.studies.runs import run_dir, synthetic_runs
 
     main = _length_config(config).get("main", {})
     if not main.get("enabled", False):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from saesanity.data import ActivationSource
-from saesanity.sae import SparseAutoencoder
+from saesanity.core.data import ActivationSource
+from saesanity.core.sae import SparseAutoencoder
 
 
 @dataclass

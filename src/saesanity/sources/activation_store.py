@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saesanity.checkpoint import atomic_write, finite_or_null, write_json
-from saesanity.data import derive_seed
-from saesanity.language_model import LanguageModel, sha256_of
+from saesanity.core.checkpoint import atomic_write, finite_or_null, write_json
+from saesanity.core.data import derive_seed
+from saesanity.sources.language_model import LanguageModel, sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from saesanity.checkpoint import current_umask
-from saesanity.device import check_device
+from saesanity.core.checkpoint import current_umask
+from saesanity.core.device import check_device
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from saesanity.checkpoint import atomic_write
+from saesanity.core.checkpoint import atomic_write
 
 if TYPE_CHECKING:
-    from saesanity.language_model import LanguageModel
-    from saesanity.sae import SparseAutoencoder
+    from saesanity.core.sae import SparseAutoencoder
+    from saesanity.sources.language_model import LanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def evaluate_checkpoint(
 
 def probing_table(result_paths: list[str | Path]) -> pd.DataFrame:
     """One row per checkpoint: run identity and its sparse-probing metrics."""
-    from saesanity.real_study import REAL_RUN_COLUMNS
+    from saesanity.studies.real import REAL_RUN_COLUMNS
 
     rows = []
     for path in result_paths:
@@ -412,7 +412,7 @@ def figure_sparse_probing(
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    from saesanity.real_plots import figure_metric_vs_l0
+    from saesanity.plots.real import figure_metric_vs_l0
 
     overall = baselines.set_index("family").loc["all"]
     figures = []

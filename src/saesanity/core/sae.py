@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saesanity.sparse_ops import (
+from saesanity.core.sparse_ops import (
     SparseCode,
     gathered_preactivations,
     select_above,

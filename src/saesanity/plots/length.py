@@ -10,15 +10,15 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from saesanity.plots import (
-    _STYLE,
+from saesanity.plots.style import (
     ARCHITECTURE_ORDER,
-    _require_columns,
-    _save,
-    _shared_legend,
-    _sorted,
+    STYLE,
     architecture_colour,
     architecture_marker,
+    in_order,
+    require_columns,
+    save_figure,
+    shared_legend,
 )
 
 
@@ -46,12 +46,12 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
     final checkpoint of a run that stopped before the next doubling (plateau rule)."""
     who = "figure_length"
     columns = ["regime", "architecture", "seed", "samples_seen", "final"]
-    _require_columns(frame, columns + [p[0] for p in LENGTH_PANELS], who, "length table")
+    require_columns(frame, columns + [p[0] for p in LENGTH_PANELS], who, "length table")
     if frame.empty:
         raise ValueError(f"{who}: length table has no rows")
-    regimes = _sorted(frame["regime"], ("constant", "variable"))
-    architectures = _sorted(frame["architecture"], ARCHITECTURE_ORDER)
-    with plt.rc_context(_STYLE):
+    regimes = in_order(frame["regime"], ("constant", "variable"))
+    architectures = in_order(frame["architecture"], ARCHITECTURE_ORDER)
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             len(LENGTH_PANELS),
             len(regimes),
@@ -114,8 +114,8 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
                     label="stopped by plateau rule",
                 )  # fmt: skip
             )
-        _shared_legend(fig, handles, max_columns=4)
-        _save(fig, out_path)
+        shared_legend(fig, handles, max_columns=4)
+        save_figure(fig, out_path)
 
 
 def figure_length_sensitivity(
@@ -126,13 +126,13 @@ def figure_length_sensitivity(
     who = "figure_length_sensitivity"
     metrics = ["recovered_fraction", "explained_variance"]
     needed = ["regime", "architecture", "cfg_lr", "cfg_batch_size"]
-    _require_columns(table, needed + [f"{m}_mean" for m in metrics], who, "sensitivity table")
+    require_columns(table, needed + [f"{m}_mean" for m in metrics], who, "sensitivity table")
     if table.empty:
         raise ValueError(f"{who}: sensitivity table has no rows")
-    regimes = _sorted(table["regime"], ("constant", "variable"))
-    architectures = _sorted(table["architecture"], ARCHITECTURE_ORDER)
+    regimes = in_order(table["regime"], ("constant", "variable"))
+    architectures = in_order(table["architecture"], ARCHITECTURE_ORDER)
     styles = ["-", "--", ":", "-."]
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             len(metrics), 2, figsize=(7.0, 1.0 + 2.2 * len(metrics)), squeeze=False,
             constrained_layout=True,
@@ -178,5 +178,5 @@ def figure_length_sensitivity(
             Line2D([], [], color="black", linestyle=styles[i % len(styles)], label=regime)
             for i, regime in enumerate(regimes)
         ]
-        _shared_legend(fig, handles, max_columns=5)
-        _save(fig, out_path)
+        shared_legend(fig, handles, max_columns=5)
+        save_figure(fig, out_path)

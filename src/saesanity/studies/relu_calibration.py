@@ -20,9 +20,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from saesanity.activation_store import ActivationStore
-from saesanity.metrics import reconstruction_metrics
-from saesanity.training import TrainConfig, train
+from saesanity.core.training import TrainConfig, train
+from saesanity.evals.metrics import reconstruction_metrics
+from saesanity.sources.activation_store import ActivationStore
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from saesanity.activation_store import ActivationStore
-from saesanity.checkpoint import atomic_write, load_sae, write_json
-from saesanity.language_model import LanguageModel
-from saesanity.metrics import reconstruction_metrics
-from saesanity.sae import SparseAutoencoder
-from saesanity.synthetic_study import collect_metrics
-from saesanity.training import TrainConfig, train
+from saesanity.core.checkpoint import atomic_write, load_sae, write_json
+from saesanity.core.sae import SparseAutoencoder
+from saesanity.core.training import TrainConfig, train
+from saesanity.evals.metrics import reconstruction_metrics
+from saesanity.sources.activation_store import ActivationStore
+from saesanity.sources.language_model import LanguageModel
+from saesanity.studies.synthetic import collect_metrics
 
 log = logging.getLogger(__name__)
 

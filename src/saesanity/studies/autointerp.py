@@ -3,8 +3,8 @@ each rule's slice of the config, and the checks that name a bad key."""
 
 from __future__ import annotations
 
-from saesanity.autointerp import ContextSettings
-from saesanity.workflow import ConfigError, real_run_dir, real_table_l0
+from saesanity.evals.autointerp import ContextSettings
+from saesanity.studies.runs import ConfigError, real_run_dir, real_table_l0
 
 JUDGE_PATH = "resources/judge/judge.gguf"
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from saesanity.training import VARIANTS, TrainConfig
+from saesanity.core.training import VARIANTS, TrainConfig
 
 RUN_KEYS = ("regime", "architecture", "variant", "init", "seed")
 SYNTHETIC_RUN_DIR = "results/synthetic/{regime}/runs/{architecture}/{variant}/{init}/seed{seed}"
@@ -63,7 +63,7 @@ def synthetic_train_config(
     # Data-independent, but regimes may differ in how long they need.
     values.update(study["regimes"][regime].get("training", {}))
     # The training-length study evaluates snapshots of these runs; no effect on training.
-    from saesanity.length_study import main_snapshot_samples
+    from saesanity.studies.length import main_snapshot_samples
 
     run = {"regime": regime, "architecture": architecture, "variant": variant, "init": init}
     snapshots = main_snapshot_samples(config, run, values)
@@ -170,7 +170,7 @@ REAL_RUN_DIR = "results/real/runs/{architecture}/{variant}/{init}/l0_{target_l0}
 
 def real_l0s(config: dict) -> list[int]:
     """`real.l0s`, or the study's sweep scaled to the model's width (same L0 / d)."""
-    from saesanity.real_study import scaled_l0s
+    from saesanity.studies.real import scaled_l0s
 
     values = config["real"].get("l0s")
     return (
@@ -220,7 +220,7 @@ def real_d_sae(config: dict) -> int:
 def sanity_user_run(config: dict) -> dict | None:
     """The researcher's own SAE as a run of the real grid (variant "user"), once
     `saesanity check` has measured its L0; None otherwise."""
-    from saesanity.user_sae import USER_INIT, USER_VARIANT
+    from saesanity.studies.sanity import USER_INIT, USER_VARIANT
 
     sanity = config.get("sanity") or {}
     if not sanity.get("sae") or not sanity.get("l0"):
@@ -242,7 +242,7 @@ def real_train_config(
     overrides, its L0-specific overrides (`by_l0`: ReLU's L1 coefficient; keys "L0",
     then "L0/variant", then "L0/variant/init", the most specific applied last), the
     run's identity and the decoder snapshots of the lazy-training diagnostic."""
-    from saesanity.real_study import snapshot_points
+    from saesanity.studies.real import snapshot_points
 
     study = config["real"]
     values = dict(study["training"])

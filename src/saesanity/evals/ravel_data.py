@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from saesanity.corpus import ARCHIVES, PackageArchive, _Archive, _pip_download, sha256_file
+from saesanity.sources.corpus import ARCHIVES, PackageArchive, _Archive, _pip_download, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from saesanity.checkpoint import atomic_write, write_json
-from saesanity.data import derive_seed
-from saesanity.sae import unit_sphere_directions
+from saesanity.core.checkpoint import atomic_write, write_json
+from saesanity.core.data import derive_seed
+from saesanity.core.sae import unit_sphere_directions
 
 STREAMS = ("train", "eval")
 

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from saesanity.checkpoint import atomic_write, save_sae
-from saesanity.data import ActivationSource, derive_seed, estimate_covariance
-from saesanity.device import check_device
-from saesanity.sae import (
+from saesanity.core.checkpoint import atomic_write, save_sae
+from saesanity.core.data import ActivationSource, derive_seed, estimate_covariance
+from saesanity.core.device import check_device
+from saesanity.core.sae import (
     ARCHITECTURES,
     SparseAutoencoder,
     TrainForward,
@@ -240,7 +240,7 @@ def compute_loss(
         parts["l1"] = l1
         loss = loss + config.l1_coefficient * warm * l1
     elif config.architecture == "jumprelu":
-        from saesanity.sae import step as heaviside
+        from saesanity.core.sae import step as heaviside
 
         warm = min(1.0, (step + 1) / max(1, config.sparsity_warmup_steps))
         threshold = out.per_latent(sae.threshold)

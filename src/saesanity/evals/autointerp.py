@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from saesanity.judges import Judge
+from saesanity.evals.judges import Judge
 
 log = logging.getLogger(__name__)
 
@@ -591,12 +591,12 @@ def score_checkpoint(
 ) -> dict:
     """The autointerp_score rule: one checkpoint's per-latent scores (CSV), every prompt
     and answer (JSONL) and its summary (JSON, run identity + metrics)."""
-    from saesanity.activation_store import load_windows
-    from saesanity.checkpoint import atomic_write, load_sae, write_json
-    from saesanity.judges import make_judge
-    from saesanity.language_model import ModelSpec, load_tokenizer
-    from saesanity.real_study import real_run_from_path
-    from saesanity.synthetic_study import write_csv
+    from saesanity.core.checkpoint import atomic_write, load_sae, write_json
+    from saesanity.evals.judges import make_judge
+    from saesanity.sources.activation_store import load_windows
+    from saesanity.sources.language_model import ModelSpec, load_tokenizer
+    from saesanity.studies.real import real_run_from_path
+    from saesanity.studies.synthetic import write_csv
 
     started = time.perf_counter()
     sae = load_sae(weights, sae_config).eval()
@@ -647,14 +647,14 @@ def score_checkpoint(
 
 
 def _file_digest(path: str | Path) -> str:
-    from saesanity.language_model import sha256_of
+    from saesanity.sources.language_model import sha256_of
 
     return sha256_of(path)[:16]
 
 
 def collect_autointerp_metrics(summary_paths: list[str | Path]) -> pd.DataFrame:
     """The per-L0 table: run identity + AutoInterp metrics, one row per checkpoint."""
-    from saesanity.real_study import REAL_RUN_COLUMNS
+    from saesanity.studies.real import REAL_RUN_COLUMNS
 
     columns = [*REAL_RUN_COLUMNS, *AUTOINTERP_METRICS, "autointerp_score_std"]
     columns += ["autointerp_latents", "autointerp_seconds_per_latent"]
@@ -665,7 +665,7 @@ def collect_autointerp_metrics(summary_paths: list[str | Path]) -> pd.DataFrame:
 
 def load_latent_scores(score_paths: list[str | Path]) -> pd.DataFrame:
     """Every latent's scores, tagged with its checkpoint's identity."""
-    from saesanity.real_study import real_run_from_path
+    from saesanity.studies.real import real_run_from_path
 
     frames = []
     for path in score_paths:

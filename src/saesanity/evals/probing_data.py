@@ -41,8 +41,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from saesanity.checkpoint import atomic_write
-from saesanity.corpus import (
+from saesanity.core.checkpoint import atomic_write
+from saesanity.sources.corpus import (
     ARCHIVES,
     SDIST,
     PackageArchive,

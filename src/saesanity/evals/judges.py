@@ -36,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from saesanity.language_model import ModelUnavailableError, download_wheel, sha256_of
+from saesanity.sources.language_model import ModelUnavailableError, download_wheel, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _model_params_with_extra_buffers(enabled: bool):
 
 _PROBE = """
 import sys
-from saesanity.judges import LlamaCppJudge
+from saesanity.evals.judges import LlamaCppJudge
 setting = {"auto": "auto", "True": True, "False": False}[sys.argv[2]]
 judge = LlamaCppJudge(sys.argv[1], n_ctx=256, threads=1, extra_buffer_types=setting, probe=False)
 judge.next_token_logits(judge.llm.tokenize(b"Is this a test? Answer yes or no.", add_bos=True))

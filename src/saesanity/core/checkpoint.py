@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from saesanity.sae import SparseAutoencoder
+from saesanity.core.sae import SparseAutoencoder
 
 
 def current_umask() -> int:

@@ -16,35 +16,39 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from saesanity.checkpoint import atomic_write
-from saesanity.plots import _STYLE, ARCHITECTURE_ORDER, _require_columns, _save, _sorted
-from saesanity.real_plots import (
-    _legend_columns,
-    _series_handle,
-    _series_key,
-    _shared_legend,
-    _width,
+from saesanity.core.checkpoint import atomic_write
+from saesanity.plots.real import (
+    figure_width,
+    legend_columns,
+    series_handle,
+    series_key,
     series_label,
     variant_colour,
 )
-from saesanity.real_study import real_run_from_path
+from saesanity.plots.style import (
+    ARCHITECTURE_ORDER,
+    STYLE,
+    in_order,
+    require_columns,
+    save_figure,
+    shared_legend,
+)
+from saesanity.studies.real import real_run_from_path
 
 
 def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "") -> Figure:
     """Detection accuracy per latent: one panel per architecture, one violin per
     (variant, init) with every latent as a dot and the mean as a bar; 0.5 = chance."""
-    _require_columns(
-        scores, ["architecture", "variant", "init", "accuracy"], "autointerp", "scores"
-    )
+    require_columns(scores, ["architecture", "variant", "init", "accuracy"], "autointerp", "scores")
     if scores.empty:
         raise ValueError("figure_autointerp: no latent scores")
-    architectures = _sorted(scores["architecture"], ARCHITECTURE_ORDER)
+    architectures = in_order(scores["architecture"], ARCHITECTURE_ORDER)
     drawn: set[tuple[str, str]] = set()
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             1,
             len(architectures),
-            figsize=(_width(len(architectures)), 3.2),
+            figsize=(figure_width(len(architectures)), 3.2),
             sharey=True,
             squeeze=False,
             constrained_layout=True,
@@ -54,7 +58,7 @@ def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "
             panel = scores[scores["architecture"] == architecture]
             pairs = sorted(
                 set(zip(panel["variant"], panel["init"], strict=True)),
-                key=lambda pair: _series_key(*pair),
+                key=lambda pair: series_key(*pair),
             )
             for position, (variant, init) in enumerate(pairs):
                 values = panel[(panel["variant"] == variant) & (panel["init"] == init)]
@@ -86,14 +90,14 @@ def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "
             ax.set_title(architecture)
             ax.set_ylim(-0.02, 1.02)
         row[0].set_ylabel("detection accuracy per latent")
-        handles = [_series_handle(*pair) for pair in sorted(drawn, key=lambda p: _series_key(*p))]
-        _shared_legend(fig, handles, max_columns=_legend_columns(fig))
+        handles = [series_handle(*pair) for pair in sorted(drawn, key=lambda p: series_key(*p))]
+        shared_legend(fig, handles, max_columns=legend_columns(fig))
         latents = scores.groupby(["architecture", "variant", "init"]).size()
         counts = sorted({int(latents.min()), int(latents.max())})
         title = f"AutoInterp detection accuracy ({'-'.join(map(str, counts))} latents per "
         title += "checkpoint; dotted: chance)"
         fig.suptitle(f"{title}\n{judge}" if judge else title)
-        _save(fig, out_path)
+        save_figure(fig, out_path)
     return fig
 
 
@@ -113,7 +117,7 @@ def write_examples(
         records = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
         runs.append((run, records))
     runs.sort(key=lambda item: (item[0]["variant"] == "trained", item[0]["architecture"],
-                                _series_key(item[0]["variant"], item[0]["init"])))  # fmt: skip
+                                series_key(item[0]["variant"], item[0]["init"])))  # fmt: skip
     lines = [
         "# AutoInterp: best latents of each checkpoint",
         "",

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from saesanity.checkpoint import save_sae
-from saesanity.language_model import HOOKS, sha256_of
-from saesanity.sae import SparseAutoencoder
+from saesanity.core.checkpoint import save_sae
+from saesanity.core.sae import SparseAutoencoder
+from saesanity.sources.language_model import HOOKS, sha256_of
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -208,9 +208,9 @@ def measure_user_sae(
 ) -> dict:
     """The SAE's held-out L0, EV and dead fraction, measured as the evaluation measures
     every checkpoint (the same tokens and outlier rule): its L0 sets the baselines'."""
-    from saesanity.activation_store import ActivationStore
-    from saesanity.checkpoint import load_sae, write_json
-    from saesanity.metrics import reconstruction_metrics
+    from saesanity.core.checkpoint import load_sae, write_json
+    from saesanity.evals.metrics import reconstruction_metrics
+    from saesanity.sources.activation_store import ActivationStore
 
     sae = load_sae(weights, sae_config)
     store = ActivationStore(

@@ -38,8 +38,8 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from scipy import stats
 
-from saesanity.checkpoint import atomic_write
-from saesanity.real_plots import series_label, variant_colour
+from saesanity.core.checkpoint import atomic_write
+from saesanity.plots.real import series_label, variant_colour
 
 RUN_COLUMNS = ["architecture", "variant", "init", "target_l0", "seed"]
 USER_VARIANT = "user"

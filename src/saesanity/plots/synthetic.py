@@ -11,8 +11,7 @@ Visual conventions shared by all figures, so a reader can match them across page
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -22,109 +21,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from saesanity.checkpoint import atomic_write
-
-# The study's four architectures first, then the plain ReLU SAE.
-ARCHITECTURE_ORDER: tuple[str, ...] = ("batchtopk", "jumprelu", "topk", "matryoshka", "relu")
-
-# Okabe-Ito palette: distinguishable under the common colour-vision deficiencies.
-ARCHITECTURE_COLOURS: dict[str, str] = {
-    "batchtopk": "#0072B2",  # blue
-    "jumprelu": "#D55E00",  # vermillion
-    "topk": "#009E73",  # bluish green
-    "matryoshka": "#CC79A7",  # reddish purple
-    "relu": "#E69F00",  # orange
-}
-# For architectures not listed above; chosen by a stable hash of the name.
-_EXTRA_COLOURS = ("#56B4E9", "#000000", "#8C564B", "#7F7F7F")
-
-# Markers double-encode the architecture so that print in grey stays readable.
-ARCHITECTURE_MARKERS: dict[str, str] = {
-    "batchtopk": "o",
-    "jumprelu": "s",
-    "topk": "^",
-    "matryoshka": "D",
-    "relu": "v",
-}
-
-VARIANT_ORDER: tuple[str, ...] = (
-    "trained",
-    "frozen_decoder",
-    "soft_frozen_decoder",
-    "frozen_encoder",
+from saesanity.plots.style import (
+    ARCHITECTURE_ORDER,
+    INIT_LINESTYLES,
+    INIT_ORDER,
+    REFERENCE_COLOUR,
+    STYLE,
+    VARIANT_HATCHES,
+    VARIANT_LINESTYLES,
+    VARIANT_ORDER,
+    architecture_colour,
+    architecture_marker,
+    format_mean_std,
+    in_order,
+    order_key,
+    require_columns,
+    save_figure,
+    shared_legend,
 )
-VARIANT_LINESTYLES: dict[str, str] = {
-    "trained": "-",
-    "frozen_decoder": "--",
-    "soft_frozen_decoder": "-.",
-    "frozen_encoder": ":",
-}
-VARIANT_HATCHES: dict[str, str] = {
-    "trained": "",
-    "frozen_decoder": "///",
-    "soft_frozen_decoder": "...",
-    "frozen_encoder": "xxx",
-}
-INIT_ORDER: tuple[str, ...] = ("iso", "cov")
-INIT_LINESTYLES: dict[str, str] = {"iso": "-", "cov": "--"}
 
 RUN_COLUMNS = ["regime", "architecture", "variant", "init", "seed"]
 GROUP_COLUMNS = ["regime", "architecture", "variant", "init"]
-
-# Print-sized text: figures are drawn at their physical size (inches), so these
-# point sizes are what ends up on paper.
-_STYLE = {
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "legend.title_fontsize": 8,
-    "figure.titlesize": 10,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    # Embed TrueType fonts (Type 42) so the PDF text stays editable and searchable.
-    "pdf.fonttype": 42,
-    "savefig.dpi": 300,
-}
-_REFERENCE_COLOUR = "#444444"
-
-
-def architecture_colour(architecture: str) -> str:
-    """Fixed colour of an architecture; unknown names get a stable fallback colour."""
-    if architecture in ARCHITECTURE_COLOURS:
-        return ARCHITECTURE_COLOURS[architecture]
-    # crc32 rather than hash(): Python's str hash changes between processes.
-    return _EXTRA_COLOURS[zlib.crc32(architecture.encode()) % len(_EXTRA_COLOURS)]
-
-
-def architecture_marker(architecture: str) -> str:
-    return ARCHITECTURE_MARKERS.get(architecture, "P")
-
-
-def _order_key(value: str, order: Sequence[str]) -> tuple[int, str]:
-    # Known names in the canonical order, unknown ones after them alphabetically.
-    return (order.index(value) if value in order else len(order), str(value))
-
-
-def _sorted(values: Iterable[str], order: Sequence[str]) -> list[str]:
-    return sorted(set(values), key=lambda value: _order_key(value, order))
 
 
 def _run_key(architecture: str, variant: str = "trained", init: str = "iso") -> tuple:
     """Sort key: architectures, then variants, then inits, each in canonical order."""
     return (
-        _order_key(architecture, ARCHITECTURE_ORDER),
-        _order_key(variant, VARIANT_ORDER),
-        _order_key(init, INIT_ORDER),
+        order_key(architecture, ARCHITECTURE_ORDER),
+        order_key(variant, VARIANT_ORDER),
+        order_key(init, INIT_ORDER),
     )
 
 
@@ -135,15 +63,9 @@ def run_label(architecture: str, variant: str, init: str) -> str:
     return f"{architecture} {variant} ({init})"
 
 
-def _require_columns(frame: pd.DataFrame, columns: Iterable[str], who: str, what: str) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{who}: {what} lacks columns {missing}")
-
-
 def _select(frame: pd.DataFrame, who: str, what: str, **conditions: str) -> pd.DataFrame:
     """Rows matching every condition; a ValueError naming them when there are none."""
-    _require_columns(frame, conditions, who, what)
+    require_columns(frame, conditions, who, what)
     mask = pd.Series(True, index=frame.index)
     for column, value in conditions.items():
         mask &= frame[column] == value
@@ -174,29 +96,11 @@ def _run_recoveries(
     so that a figure's two panels describe the same set of runs."""
     table = _concat_recoveries(recoveries)
     table = _select(table, who, "recovery tables", regime=regime, variant="trained")
-    _require_columns(table, [*RUN_COLUMNS, *columns], who, "recoveries")
+    require_columns(table, [*RUN_COLUMNS, *columns], who, "recoveries")
     table = table.merge(runs[RUN_COLUMNS].drop_duplicates(), on=RUN_COLUMNS)
     if table.empty:
         raise ValueError(f"{who}: no recovery table matches a {regime!r} trained run in metrics")
     return table
-
-
-def _save(fig: Figure, out_path: str | Path, tight: bool = False) -> None:
-    # format="pdf" is needed because atomic_write's temporary name ends in ".tmp";
-    # CreationDate=None keeps the bytes reproducible between reruns. Figures with
-    # constrained layout already fit their canvas; a tight bbox would cost a second draw.
-    try:
-        atomic_write(
-            out_path,
-            lambda tmp: fig.savefig(
-                tmp,
-                format="pdf",
-                bbox_inches="tight" if tight else None,
-                metadata={"CreationDate": None},
-            ),
-        )
-    finally:
-        plt.close(fig)
 
 
 def _trained_groups(frame: pd.DataFrame) -> tuple[list[tuple[str, str]], bool]:
@@ -238,7 +142,7 @@ def _reference_lines(
         lines.append(
             line(
                 threshold,
-                color=_REFERENCE_COLOUR,
+                color=REFERENCE_COLOUR,
                 linestyle="--",
                 linewidth=1.0,
                 label=f"recovery threshold ({threshold:g})",
@@ -248,23 +152,13 @@ def _reference_lines(
         lines.append(
             line(
                 chance_level,
-                color=_REFERENCE_COLOUR,
+                color=REFERENCE_COLOUR,
                 linestyle=":",
                 linewidth=1.2,
                 label=f"random directions (chance, {chance_level:.2f})",
             )
         )
     return lines
-
-
-def _shared_legend(fig: Figure, handles: list, max_columns: int = 4) -> None:
-    # Below the panels, so it never hides data, whatever the data look like.
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncol=min(len(handles), max_columns),
-        frameon=False,
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -284,11 +178,11 @@ def figure_constant(
     seeds, with the recovery threshold and the random-direction chance level."""
     who = "figure_constant"
     runs = _select(metrics, who, "runs", regime="constant", variant="trained")
-    _require_columns(runs, ["explained_variance", "recovered_fraction"], who, "metrics")
+    require_columns(runs, ["explained_variance", "recovered_fraction"], who, "metrics")
     table = _run_recoveries(who, recoveries, runs, "constant", ["max_cosine"])
     groups, several_inits = _trained_groups(runs)
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(7.2, 3.2), constrained_layout=True)
 
         for architecture, init in groups:
@@ -348,9 +242,9 @@ def figure_constant(
         ax_b.set_ylabel("cumulative fraction of features")
         ax_b.set_title("B  Per-feature recovery\n(ECDF, seeds pooled)", loc="left")
         handles = [_architecture_handle(a, i, several_inits) for a, i in groups]
-        _shared_legend(fig, handles + references)
+        shared_legend(fig, handles + references)
         fig.suptitle("Constant regime: trained SAEs")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
 
 
 # ---------------------------------------------------------------------------
@@ -434,7 +328,7 @@ def figure_variable(
     per_run = _binned_per_run(table, edges, threshold)
     groups, several_inits = _trained_groups(table)
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(7.2, 3.3), constrained_layout=True)
         for architecture, init in groups:
             colour = architecture_colour(architecture)
@@ -478,9 +372,9 @@ def figure_variable(
         ax_b.set_ylabel(f"recovered fraction (max cos ≥ {threshold:g})")
         ax_b.set_title(f"B  Recovered fraction per bin\n({bins} log-spaced bins)", loc="left")
         handles = [_architecture_handle(a, i, several_inits) for a, i in groups]
-        _shared_legend(fig, handles + references)
+        shared_legend(fig, handles + references)
         fig.suptitle("Variable regime: trained SAEs")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
 
 
 # ---------------------------------------------------------------------------
@@ -552,10 +446,10 @@ def figure_architectures(
     seeds as dots). One block of three panels per regime, sharing the run labels."""
     who = "figure_architectures"
     columns = ["explained_variance", "mean_max_cosine", "recovered_fraction"]
-    _require_columns(metrics, [*GROUP_COLUMNS, *columns], who, "metrics")
+    require_columns(metrics, [*GROUP_COLUMNS, *columns], who, "metrics")
     if metrics.empty:
         raise ValueError(f"{who}: no runs in metrics")
-    regimes = _sorted(metrics["regime"], ("constant", "variable"))
+    regimes = in_order(metrics["regime"], ("constant", "variable"))
     keys = sorted(
         set(map(tuple, metrics[["architecture", "variant", "init"]].to_numpy())),
         key=lambda key: _run_key(*key),
@@ -568,7 +462,7 @@ def figure_architectures(
         ("recovered_fraction", f"recovered (max cos ≥ {threshold:g})", "fraction of features"),
     ]
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         # A narrow empty column between regime blocks keeps the blocks visibly apart.
         ratios: list[float] = []
         for r in range(len(regimes)):
@@ -593,7 +487,7 @@ def figure_architectures(
                 if column == "mean_max_cosine" and chance_level is not None:
                     ax.axvline(
                         chance_level,
-                        color=_REFERENCE_COLOUR,
+                        color=REFERENCE_COLOUR,
                         linestyle=":",
                         linewidth=1.2,
                         zorder=5,
@@ -606,8 +500,8 @@ def figure_architectures(
         first.set_yticks(range(len(keys)), [run_label(*key) for key in keys])
         first.set_ylim(len(keys) - 0.5, -0.5)  # first label on top
 
-        variants = _sorted(metrics["variant"], VARIANT_ORDER)
-        architectures = _sorted(metrics["architecture"], ARCHITECTURE_ORDER)
+        variants = in_order(metrics["variant"], VARIANT_ORDER)
+        architectures = in_order(metrics["architecture"], ARCHITECTURE_ORDER)
         handles = [Patch(facecolor=architecture_colour(a), label=a) for a in architectures]
         handles += [
             Patch(facecolor="#BBBBBB", hatch=VARIANT_HATCHES.get(v, ""), edgecolor="white", label=v)
@@ -629,13 +523,13 @@ def figure_architectures(
                 Line2D(
                     [],
                     [],
-                    color=_REFERENCE_COLOUR,
+                    color=REFERENCE_COLOUR,
                     linestyle=":",
                     label=f"random directions (chance, {chance_level:.2f})",
                 )
             )
-        _shared_legend(fig, handles, max_columns=5)
-        _save(fig, out_path)
+        shared_legend(fig, handles, max_columns=5)
+        save_figure(fig, out_path)
 
 
 # ---------------------------------------------------------------------------
@@ -654,36 +548,18 @@ _TABLE_METRICS = [
 ]
 
 
-def _format_number(value: float, count: bool) -> str:
-    if count or abs(value) >= 1000:
-        return f"{round(value):,d}"
-    # "#" keeps trailing zeros (0.350, not 0.35) so digits line up within a column.
-    return f"{value:#.3g}".rstrip(".")
-
-
-def format_mean_std(mean: float | None, std: float | None, count: bool = False) -> str:
-    """'mean ± std' to 3 significant digits (counts as integers); the mean alone when the
-    std is NaN (a single seed); a dash when the mean is missing."""
-    if mean is None or not np.isfinite(mean):
-        return "–"
-    text = _format_number(float(mean), count)
-    if std is not None and np.isfinite(std):
-        text += f" ± {_format_number(float(std), count)}"
-    return text
-
-
 def figure_summary_table(summary: pd.DataFrame, out_path: str | Path) -> None:
     """The per-group summary (mean ± std over seeds) rendered as a table figure."""
     who = "figure_summary_table"
     needed = [*GROUP_COLUMNS, "seeds"]
     for prefix, _, _ in _TABLE_METRICS:
         needed += [f"{prefix}_mean", f"{prefix}_std"]
-    _require_columns(summary, needed, who, "summary")
+    require_columns(summary, needed, who, "summary")
     if summary.empty:
         raise ValueError(f"{who}: summary has no rows")
 
     keys = [
-        (_order_key(regime, ("constant", "variable")), _run_key(architecture, variant, init))
+        (order_key(regime, ("constant", "variable")), _run_key(architecture, variant, init))
         for regime, architecture, variant, init in summary[GROUP_COLUMNS].itertuples(index=False)
     ]
     summary = summary.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
@@ -697,7 +573,7 @@ def figure_summary_table(summary: pd.DataFrame, out_path: str | Path) -> None:
             cells.append(format_mean_std(row[f"{prefix}_mean"], row[f"{prefix}_std"], count))
         rows.append(cells)
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         row_height = 0.22  # inches; fits 8 pt text with padding
         fig = plt.figure(figsize=(13.0, 0.6 + row_height * (len(rows) + 1)))
         ax = fig.add_axes((0, 0, 1, 1))
@@ -715,7 +591,7 @@ def figure_summary_table(summary: pd.DataFrame, out_path: str | Path) -> None:
                 cell.set_facecolor("#DDDDDD")
             elif r % 2 == 0:  # zebra stripes guide the eye along long rows
                 cell.set_facecolor("#F2F2F2")
-        _save(fig, out_path, tight=True)
+        save_figure(fig, out_path, tight=True)
 
 
 # ---------------------------------------------------------------------------
@@ -782,17 +658,17 @@ def figure_curves(curves: pd.DataFrame, out_path: str | Path) -> None:
         ("explained_variance", "explained variance", "fraction of variance", False),
         ("l0", "L0", "active latents per sample", True),
     ]
-    _require_columns(curves, [*RUN_COLUMNS, "samples"] + [p[0] for p in panels], who, "curves")
+    require_columns(curves, [*RUN_COLUMNS, "samples"] + [p[0] for p in panels], who, "curves")
     curves = curves.dropna(subset=["samples"])
     if curves.empty:
         raise ValueError(f"{who}: curves has no rows")
-    regimes = _sorted(curves["regime"], ("constant", "variable"))
+    regimes = in_order(curves["regime"], ("constant", "variable"))
     group_keys = sorted(
         set(map(tuple, curves[["architecture", "variant", "init"]].to_numpy())),
         key=lambda key: _run_key(*key),
     )
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             len(regimes),
             len(panels),
@@ -808,8 +684,8 @@ def figure_curves(curves: pd.DataFrame, out_path: str | Path) -> None:
                 ax.set_xlabel("samples seen (millions)")
                 ax.set_ylabel(unit)
 
-        architectures = _sorted(curves["architecture"], ARCHITECTURE_ORDER)
-        variants = _sorted(curves["variant"], VARIANT_ORDER)
+        architectures = in_order(curves["architecture"], ARCHITECTURE_ORDER)
+        variants = in_order(curves["variant"], VARIANT_ORDER)
         handles = [
             Line2D([], [], color=architecture_colour(a), linewidth=2, label=a)
             for a in architectures
@@ -823,5 +699,5 @@ def figure_curves(curves: pd.DataFrame, out_path: str | Path) -> None:
                 Line2D([], [], color="black", marker="o", markerfacecolor="none", label="cov init")
             )
         handles.append(Line2D([], [], color="black", linewidth=0.5, alpha=0.5, label="single seed"))
-        _shared_legend(fig, handles, max_columns=5)
-        _save(fig, out_path)
+        shared_legend(fig, handles, max_columns=5)
+        save_figure(fig, out_path)

@@ -8,16 +8,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saesanity.checkpoint import atomic_write, load_sae, write_json
-from saesanity.metrics import (
+from saesanity.core.checkpoint import atomic_write, load_sae, write_json
+from saesanity.core.training import TrainConfig, train
+from saesanity.evals.metrics import (
     feature_recovery,
     reconstruction_metrics,
     recovery_summary,
     recovery_table,
     synthsaebench_metrics,
 )
-from saesanity.synthetic import SyntheticSource, load_ground_truth
-from saesanity.training import TrainConfig, train
+from saesanity.sources.synthetic import SyntheticSource, load_ground_truth
 
 RUN_COLUMNS = ["regime", "architecture", "variant", "init", "seed"]
 SUMMARY_METRICS = [

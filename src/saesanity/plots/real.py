@@ -1,6 +1,6 @@
 """Figures for case study 2 (real LLM activations): trained SAEs vs random baselines.
 
-Every public function draws one PDF (written atomically through `plots._save`) and
+Every public function draws one PDF (written atomically through `style.save_figure`) and
 returns the matplotlib Figure, already closed, so tests can inspect what was drawn.
 
 Visual conventions (panels are architectures, so here colour encodes the variant):
@@ -31,19 +31,19 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
-from saesanity.plots import (
-    _REFERENCE_COLOUR,
-    _STYLE,
+from saesanity.plots.style import (
     ARCHITECTURE_ORDER,
     INIT_LINESTYLES,
     INIT_ORDER,
+    REFERENCE_COLOUR,
+    STYLE,
     VARIANT_ORDER,
-    _order_key,
-    _require_columns,
-    _save,
-    _shared_legend,
-    _sorted,
     format_mean_std,
+    in_order,
+    order_key,
+    require_columns,
+    save_figure,
+    shared_legend,
 )
 
 RUN_KEYS = ["architecture", "variant", "init", "target_l0", "seed"]
@@ -116,8 +116,8 @@ def series_label(variant: str, init: str) -> str:
     return f"{name} ({init})" if init else name
 
 
-def _series_key(variant: str, init: str) -> tuple:
-    return (_order_key(variant, VARIANT_ORDER), _order_key(init, INIT_ORDER))
+def series_key(variant: str, init: str) -> tuple:
+    return (order_key(variant, VARIANT_ORDER), order_key(init, INIT_ORDER))
 
 
 def _series_style(variant: str, init: str) -> dict:
@@ -133,12 +133,12 @@ def _series_style(variant: str, init: str) -> dict:
     )
 
 
-def _series_handle(variant: str, init: str) -> Line2D:
+def series_handle(variant: str, init: str) -> Line2D:
     return Line2D([], [], label=series_label(variant, init), **_series_style(variant, init))
 
 
 def _check_metrics(metrics: pd.DataFrame, columns: Sequence[str], who: str) -> None:
-    _require_columns(metrics, [*RUN_KEYS, *columns], who, "metrics")
+    require_columns(metrics, [*RUN_KEYS, *columns], who, "metrics")
     if metrics.empty:
         raise ValueError(f"{who}: metrics has no rows")
 
@@ -171,7 +171,7 @@ def _metric_panels(
         panel = stats[stats["architecture"] == architecture]
         pairs = sorted(
             set(zip(panel["variant"], panel["init"], strict=True)),
-            key=lambda pair: _series_key(*pair),
+            key=lambda pair: series_key(*pair),
         )
         for index, (variant, init) in enumerate(pairs):
             series = panel[(panel["variant"] == variant) & (panel["init"] == init)]
@@ -227,7 +227,7 @@ def _reference_line(ax: Axes, value: float | None, label: str | None) -> None:
         return
     ax.axhline(
         value,
-        color=_REFERENCE_COLOUR,
+        color=REFERENCE_COLOUR,
         linestyle="--",
         linewidth=1.0,
         gid="reference",
@@ -240,7 +240,7 @@ def _reference_handle(value: float, label: str | None) -> Line2D:
     return Line2D(
         [],
         [],
-        color=_REFERENCE_COLOUR,
+        color=REFERENCE_COLOUR,
         linestyle="--",
         linewidth=1.0,
         label=label or f"reference ({value:.3g})",
@@ -248,15 +248,15 @@ def _reference_handle(value: float, label: str | None) -> Line2D:
 
 
 def _legend_handles(drawn: set[tuple[str, str]]) -> list[Line2D]:
-    return [_series_handle(*pair) for pair in sorted(drawn, key=lambda p: _series_key(*p))]
+    return [series_handle(*pair) for pair in sorted(drawn, key=lambda p: series_key(*p))]
 
 
-def _width(panels: int) -> float:
+def figure_width(panels: int) -> float:
     """Figure width in inches: ~2.3 in per panel, at least enough for a readable legend."""
     return max(5.0, 0.8 + 2.3 * panels)
 
 
-def _legend_columns(fig: Figure, most: int = 4) -> int:
+def legend_columns(fig: Figure, most: int = 4) -> int:
     # About 2 in per legend entry, so a narrow figure's legend wraps instead of clipping.
     return max(1, min(most, int(fig.get_figwidth() // 2.0)))
 
@@ -293,14 +293,14 @@ def figure_metric_vs_l0(
     stats = _series_stats(metrics, metric, x)
     if stats.empty:
         raise ValueError(f"{who}: column {metric!r} has no values")
-    architectures = _sorted(stats["architecture"], ARCHITECTURE_ORDER)
+    architectures = in_order(stats["architecture"], ARCHITECTURE_ORDER)
     log_x = _use_log_x(stats)
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             1,
             len(architectures),
-            figsize=(_width(len(architectures)), 3.0),
+            figsize=(figure_width(len(architectures)), 3.0),
             sharey=True,
             squeeze=False,
             constrained_layout=True,
@@ -314,9 +314,9 @@ def figure_metric_vs_l0(
         if reference is not None and np.isfinite(reference):
             handles.append(_reference_handle(reference, reference_label))
         row[0].set_ylabel(ylabel or METRIC_AXIS_LABELS.get(metric, metric))
-        _shared_legend(fig, handles, max_columns=_legend_columns(fig))
+        shared_legend(fig, handles, max_columns=legend_columns(fig))
         fig.suptitle(f"{METRIC_AXIS_LABELS.get(metric, metric)} vs L0 ({_errorbar_note(metrics)})")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
     return fig
 
 
@@ -338,16 +338,16 @@ def figure_reconstruction(metrics: pd.DataFrame, out_path: str | Path) -> Figure
     empty = [metric for metric, stats in all_stats.items() if stats.empty]
     if empty:
         raise ValueError(f"{who}: columns {empty} have no values")
-    architectures = _sorted(metrics["architecture"], ARCHITECTURE_ORDER)
+    architectures = in_order(metrics["architecture"], ARCHITECTURE_ORDER)
     log_x = _use_log_x(pd.concat(all_stats.values()))
     clean = _mean_or_none(metrics, "ce_loss_clean")
     zero = _mean_or_none(metrics, "ce_loss_zero_ablation")
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             len(rows),
             len(architectures),
-            figsize=(_width(len(architectures)), 1.0 + 2.2 * len(rows)),
+            figsize=(figure_width(len(architectures)), 1.0 + 2.2 * len(rows)),
             sharex=True,
             sharey="row",
             squeeze=False,
@@ -373,9 +373,9 @@ def figure_reconstruction(metrics: pd.DataFrame, out_path: str | Path) -> Figure
             handles.append(Line2D([], [], linestyle="none", label=f"zero-ablation CE: {zero:.3g}"))
         for ax in axes[-1]:
             ax.set_xlabel(_X_LABELS["target_l0"])
-        _shared_legend(fig, handles, max_columns=_legend_columns(fig))
+        shared_legend(fig, handles, max_columns=legend_columns(fig))
         fig.suptitle(f"Reconstruction vs L0 ({_errorbar_note(metrics)})")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
     return fig
 
 
@@ -404,13 +404,13 @@ def figure_drift(drift: pd.DataFrame, out_path: str | Path, tau: float | None = 
     marks tau, the soft-frozen decoder's cap."""
     who = "figure_drift"
     columns = [*RUN_KEYS, "fraction_of_training", "cosine_to_init"]
-    _require_columns(drift, columns, who, "drift")
+    require_columns(drift, columns, who, "drift")
     trained = drift[drift["variant"] == "trained"].dropna(
         subset=["fraction_of_training", "cosine_to_init"]
     )
     if trained.empty:
         raise ValueError(f"{who}: drift has no snapshot of a trained run")
-    architectures = _sorted(trained["architecture"], ARCHITECTURE_ORDER)
+    architectures = in_order(trained["architecture"], ARCHITECTURE_ORDER)
     trained = trained.assign(fraction=trained["fraction_of_training"].astype(float).round(4))
     fractions = sorted(set(trained["fraction"]))
     cmap = plt.get_cmap("viridis")
@@ -423,11 +423,11 @@ def figure_drift(drift: pd.DataFrame, out_path: str | Path, tau: float | None = 
     low = max(-1.0, np.floor(low * 20) / 20)
     edges = np.linspace(low, 1.0, 41)
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             1,
             len(architectures),
-            figsize=(_width(len(architectures)), 2.9),
+            figsize=(figure_width(len(architectures)), 2.9),
             sharex=True,
             sharey=True,
             squeeze=False,
@@ -452,7 +452,7 @@ def figure_drift(drift: pd.DataFrame, out_path: str | Path, tau: float | None = 
                     label=_fraction_label(fraction),
                 )
             if tau is not None:
-                ax.axvline(tau, color=_REFERENCE_COLOUR, linestyle=":", linewidth=1.2)
+                ax.axvline(tau, color=REFERENCE_COLOUR, linestyle=":", linewidth=1.2)
             seeds = runs["seed"].nunique()
             ax.set_title(f"{architecture} (L0 = {int(l0)}, {seeds} seed{'s' * (seeds > 1)})")
             ax.set_xlabel("cos(decoder row, its init)")
@@ -467,15 +467,15 @@ def figure_drift(drift: pd.DataFrame, out_path: str | Path, tau: float | None = 
                 Line2D(
                     [],
                     [],
-                    color=_REFERENCE_COLOUR,
+                    color=REFERENCE_COLOUR,
                     linestyle=":",
                     linewidth=1.2,
                     label=f"τ = {tau:g} (soft-frozen cap)",
                 )
             )
-        _shared_legend(fig, handles, max_columns=_legend_columns(fig, 5))
+        shared_legend(fig, handles, max_columns=legend_columns(fig, 5))
         fig.suptitle("Decoder drift from initialisation during training (trained SAEs)")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
     return fig
 
 
@@ -514,7 +514,7 @@ def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figu
     with signed percentages (shaded). Known metrics get short headers (EV, L0, Dead,
     CE loss, KL, CE score, KL score); other metrics keep their column name."""
     who = "figure_table1"
-    _require_columns(table, ["architecture", "variant", "init", "seeds"], who, "table")
+    require_columns(table, ["architecture", "variant", "init", "seeds"], who, "table")
     if table.empty:
         raise ValueError(f"{who}: table has no rows")
     metrics = _table_metrics(table, who)
@@ -522,9 +522,9 @@ def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figu
     def row_key(i: int) -> tuple:
         architecture, variant, init = table.iloc[i][["architecture", "variant", "init"]]
         return (
-            _order_key(str(architecture), ARCHITECTURE_ORDER),
+            order_key(str(architecture), ARCHITECTURE_ORDER),
             _is_percent_row(variant),
-            _series_key(str(variant), str(init)),
+            series_key(str(variant), str(init)),
         )
 
     ordered = table.iloc[sorted(range(len(table)), key=row_key)]
@@ -558,7 +558,7 @@ def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figu
             percent_rows.append(len(rows))
         rows.append(cells)
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         row_height = 0.22  # inches; fits 8 pt text with padding
         title_height = 0.4
         height = title_height + row_height * (len(rows) + 1) + 0.1
@@ -591,5 +591,5 @@ def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figu
             elif r - 1 in shaded:
                 cell.set_facecolor("#F2F2F2")
         fig.suptitle(title, y=1 - 0.08 / height, va="top")
-        _save(fig, out_path, tight=True)
+        save_figure(fig, out_path, tight=True)
     return fig

@@ -1,0 +1,2 @@
+"""What is measured on a checkpoint: recovery and reconstruction metrics, sparse
+probing, RAVEL, and AutoInterp with its judges."""

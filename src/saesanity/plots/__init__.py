@@ -1,0 +1,1 @@
+"""Figures: the shared style (style.py) and one module per study."""

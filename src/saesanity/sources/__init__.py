@@ -1,0 +1,2 @@
+"""Where activations come from: the synthetic generator, the language model, the
+corpus and the on-disk activation store."""
