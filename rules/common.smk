@@ -7,7 +7,7 @@ from saesanity.sources.activation_store import read_manifest
 from saesanity.studies.real import RECONSTRUCTION_METRICS
 from saesanity.core.sae import ARCHITECTURES
 from saesanity.core.training import INITS, VARIANTS
-from saesanity.studies.sanity import USER_INIT, USER_VARIANT
+from saesanity.studies.runs import USER_INIT, USER_VARIANT
 
 saesanity_workflow.check_config(config)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from saesanity.plots import style
 from saesanity.plots import synthetic as plots
 from saesanity.studies.synthetic import SUMMARY_METRICS
 
@@ -130,7 +131,7 @@ def _assert_pdf(path: Path) -> None:
 def fast_fonts(monkeypatch):
     # Type 42 font embedding (the default in plots) subsets fonts with fontTools, about a
     # second per figure; Type 3 keeps the suite fast and exercises the same drawing code.
-    monkeypatch.setitem(plots.STYLE, "pdf.fonttype", 3)
+    monkeypatch.setitem(style.STYLE, "pdf.fonttype", 3)
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +140,12 @@ def study() -> tuple[pd.DataFrame, list[pd.DataFrame]]:
 
 
 def test_architecture_colours_are_fixed_and_distinct():
-    colours = [plots.ARCHITECTURE_COLOURS[name] for name in ARCHITECTURES]
+    colours = [style.ARCHITECTURE_COLOURS[name] for name in ARCHITECTURES]
     assert len(set(colours)) == len(ARCHITECTURES)
     for name in ARCHITECTURES:
-        assert plots.architecture_colour(name) == plots.ARCHITECTURE_COLOURS[name]
+        assert style.architecture_colour(name) == style.ARCHITECTURE_COLOURS[name]
     # Unknown names get a colour too, the same one every time.
-    assert plots.architecture_colour("gated") == plots.architecture_colour("gated")
+    assert style.architecture_colour("gated") == style.architecture_colour("gated")
 
 
 def test_run_label():
@@ -155,12 +156,12 @@ def test_run_label():
 
 
 def test_format_mean_std():
-    assert plots.format_mean_std(0.98765, 0.001234) == "0.988 ± 0.00123"
-    assert plots.format_mean_std(0.35, float("nan")) == "0.350"
-    assert plots.format_mean_std(217.0, 18.0) == "217 ± 18.0"
-    assert plots.format_mean_std(float("nan"), float("nan")) == "–"
-    assert plots.format_mean_std(12.6, 1.4, count=True) == "13 ± 1"
-    assert plots.format_mean_std(2_000_000.0, 0.0, count=True) == "2,000,000 ± 0"
+    assert style.format_mean_std(0.98765, 0.001234) == "0.988 ± 0.00123"
+    assert style.format_mean_std(0.35, float("nan")) == "0.350"
+    assert style.format_mean_std(217.0, 18.0) == "217 ± 18.0"
+    assert style.format_mean_std(float("nan"), float("nan")) == "–"
+    assert style.format_mean_std(12.6, 1.4, count=True) == "13 ± 1"
+    assert style.format_mean_std(2_000_000.0, 0.0, count=True) == "2,000,000 ± 0"
 
 
 def test_figure_constant(study, tmp_path):

@@ -4,8 +4,7 @@ import time
 
 from saesanity.core.checkpoint import load_sae, write_json
 from saesanity.evals.sparse_probing import evaluate_checkpoint, load_cache
-from saesanity.studies.real import real_run_from_path
-from saesanity.studies.runs import set_threads, setup_logging
+from saesanity.studies.runs import real_run_from_path, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from saesanity.evals.sparse_probing import figure_sparse_probing
+from saesanity.plots.real import figure_sparse_probing
 from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])

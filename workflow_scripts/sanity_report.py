@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 
-from saesanity.studies.runs import setup_logging
-from saesanity.studies.sanity import USER_VARIANT, sanity_notes
+from saesanity.studies.runs import USER_VARIANT, setup_logging
+from saesanity.studies.sanity import sanity_notes
 from saesanity.studies.sanity_report import sanity_verdicts, write_sanity_report
 
 setup_logging(snakemake.log[0])

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from saesanity.studies.runs import ConfigError, check_config, validate_config
-from saesanity.studies.sanity import UserSAEError
+from saesanity.studies.sanity import UserSAEError, read_saelens_sae, sanity_overlay
 
 
 def workflow_dir() -> Path:
@@ -113,8 +113,6 @@ def check_sae(
 ) -> Path:
     """The sanity check of the SAE in `sae_path`; returns its report's path."""
     from snakemake.utils import update_config
-
-    from saesanity.studies.sanity import read_saelens_sae, sanity_overlay
 
     config = check_config_files(configfiles)
     user = read_saelens_sae(sae_path, config["sanity"].get("baseline_architecture"))

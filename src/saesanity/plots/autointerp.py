@@ -33,7 +33,7 @@ from saesanity.plots.style import (
     save_figure,
     shared_legend,
 )
-from saesanity.studies.real import real_run_from_path
+from saesanity.studies.runs import real_run_from_path
 
 
 def figure_autointerp(scores: pd.DataFrame, out_path: str | Path, judge: str = "") -> Figure:

@@ -15,6 +15,7 @@ Visual conventions (panels are architectures, so here colour encodes the variant
 
 from __future__ import annotations
 
+import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +28,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
+from saesanity.core.checkpoint import atomic_write
 from saesanity.plots.style import (
     ARCHITECTURE_ORDER,
     INIT_LINESTYLES,
@@ -45,8 +48,8 @@ from saesanity.plots.style import (
     save_figure,
     shared_legend,
 )
+from saesanity.studies.runs import REAL_RUN_KEYS
 
-RUN_KEYS = ["architecture", "variant", "init", "target_l0", "seed"]
 SERIES_KEYS = ["variant", "init"]
 
 VARIANT_COLOURS: dict[str, str] = {
@@ -138,7 +141,7 @@ def series_handle(variant: str, init: str) -> Line2D:
 
 
 def _check_metrics(metrics: pd.DataFrame, columns: Sequence[str], who: str) -> None:
-    require_columns(metrics, [*RUN_KEYS, *columns], who, "metrics")
+    require_columns(metrics, [*REAL_RUN_KEYS, *columns], who, "metrics")
     if metrics.empty:
         raise ValueError(f"{who}: metrics has no rows")
 
@@ -403,7 +406,7 @@ def figure_drift(drift: pd.DataFrame, out_path: str | Path, tau: float | None = 
     lower middle one for an even count; named in the title). A dotted vertical line
     marks tau, the soft-frozen decoder's cap."""
     who = "figure_drift"
-    columns = [*RUN_KEYS, "fraction_of_training", "cosine_to_init"]
+    columns = [*REAL_RUN_KEYS, "fraction_of_training", "cosine_to_init"]
     require_columns(drift, columns, who, "drift")
     trained = drift[drift["variant"] == "trained"].dropna(
         subset=["fraction_of_training", "cosine_to_init"]
@@ -593,3 +596,33 @@ def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figu
         fig.suptitle(title, y=1 - 0.08 / height, va="top")
         save_figure(fig, out_path, tight=True)
     return fig
+
+
+def figure_sparse_probing(
+    metrics: pd.DataFrame, baselines: pd.DataFrame, ks: list[int], out_path: str | Path
+) -> None:
+    """One page per k: SAE top-k test accuracy vs L0 per architecture, one line per
+    variant, the residual stream's top-k accuracy as the dashed reference line."""
+    overall = baselines.set_index("family").loc["all"]
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in ks:
+            metric = f"sae_top_{k}_test_accuracy"
+            figures.append(
+                figure_metric_vs_l0(
+                    metrics.dropna(subset=[metric]),
+                    metric,
+                    Path(tmp) / f"top{k}.pdf",
+                    reference=float(overall[f"llm_top_{k}_test_accuracy"]),
+                    reference_label=f"residual stream, top-{k} dims",
+                )
+            )
+
+    def write(tmp_path: Path) -> None:
+        with PdfPages(tmp_path) as pdf:
+            for figure in figures:
+                pdf.savefig(figure)
+
+    atomic_write(out_path, write)
+    for figure in figures:
+        plt.close(figure)

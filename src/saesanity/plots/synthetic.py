@@ -42,9 +42,11 @@ from saesanity.plots.style import (
     save_figure,
     shared_legend,
 )
+from saesanity.studies.runs import RUN_KEYS
 
-RUN_COLUMNS = ["regime", "architecture", "variant", "init", "seed"]
-GROUP_COLUMNS = ["regime", "architecture", "variant", "init"]
+# A synthetic run's identity (studies.runs.RUN_KEYS); a group is a run without its seed.
+RUN_COLUMNS = list(RUN_KEYS)
+GROUP_COLUMNS = [key for key in RUN_KEYS if key != "seed"]
 
 
 def _run_key(architecture: str, variant: str = "trained", init: str = "iso") -> tuple:

@@ -20,6 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from saesanity.core.training import TrainConfig
+from saesanity.studies.runs import (
+    ConfigError,
+    evaluation_points,
+    run_dir,
+    synthetic_runs,
+    synthetic_train_config,
+)
 from saesanity.studies.synthetic import evaluate_synthetic_run
 
 LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "seed")
@@ -38,22 +46,6 @@ POINT_METRICS = [
 SETTLE_METRICS = ("explained_variance", "recovered_fraction")
 
 
-def evaluation_points(first_samples: int, max_samples: int, batch_size: int) -> list[int]:
-    """first_samples, 2x, 4x, ... up to max_samples, each rounded to the nearest multiple
-    of batch_size (the trainer only sees sample counts that are step multiples, and a
-    snapshot fires only on an exact match). The end of training is not listed: the
-    final checkpoint is that point."""
-    last = (max_samples // batch_size) * batch_size
-    points: list[int] = []
-    target = first_samples
-    while target < last:
-        point = max(batch_size, round(target / batch_size) * batch_size)
-        if point < last and point not in points:
-            points.append(point)
-        target *= 2
-    return points
-
-
 def format_lr(lr: float) -> str:
     """Learning rate as it appears in a run directory (round-trips through float)."""
     return f"{lr:g}"
@@ -61,19 +53,6 @@ def format_lr(lr: float) -> str:
 
 def _length_config(config: dict) -> dict:
     return config.get("length_study", {})
-
-
-def main_snapshot_samples(config: dict, run: dict, train_values: dict) -> list[int] | None:
-    """Snapshot points of a main synthetic run, or None if the length study skips it."""
-    study = _length_config(config)
-    main = study.get("main", {})
-    if not main.get("enabled", False):
-        return None
-    if run["variant"] not in main["variants"] or run["init"] not in main["inits"]:
-        return None
-    return evaluation_points(
-        study["first_samples"], train_values["max_samples"], train_values["batch_size"]
-    )
 
 
 def long_runs(
@@ -84,8 +63,6 @@ def long_runs(
     carries its `budget`. The sensitivity's default point is the long-budget run itself
     when that run exists (its snapshot at the sensitivity budget is the same state as a
     run stopped there: training does not depend on max_samples, tested)."""
-    from saesanity.studies.runs import synthetic_train_config
-
     study = _length_config(config)
     long = study.get("long", {})
     sensitivity = study.get("sensitivity", {})
@@ -158,9 +135,6 @@ def long_train_config(
 ) -> dict:
     """TrainConfig kwargs of a dedicated run: the main run's values, then the length
     study's overrides (no plateau stop by default), the budget, lr and batch size."""
-    from saesanity.core.training import TrainConfig
-    from saesanity.studies.runs import synthetic_train_config
-
     study = _length_config(config)
     if budget is None:
         wanted = tuple(str(v) for v in (regime, architecture, lr, batch_size, seed))
@@ -322,8 +296,6 @@ def read_tables(paths: list[str | Path]) -> pd.DataFrame:
 
 def check_length_config(config: dict) -> None:
     """Cross-field checks of `length_study`; raise ConfigError naming the key."""
-    from saesanity.studies.runs import ConfigError
-
     study = _length_config(config)
     regimes = set(config["synthetic"]["regimes"])
     for part in ("long", "sensitivity"):
@@ -370,8 +342,6 @@ def run_identity(wildcards: dict) -> dict:
 
 def main_point_tables(config: dict) -> list[str]:
     """Per-run point tables of the main synthetic runs the length study follows."""
-    from saesanity.studies.runs import run_dir, synthetic_runs
-
     main = _length_config(config).get("main", {})
     if not main.get("enabled", False):
         return []

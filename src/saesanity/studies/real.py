@@ -27,14 +27,11 @@ from saesanity.core.training import TrainConfig, train
 from saesanity.evals.metrics import reconstruction_metrics
 from saesanity.sources.activation_store import ActivationStore
 from saesanity.sources.language_model import LanguageModel
+from saesanity.studies.runs import REAL_RUN_KEYS, real_run_from_path
 from saesanity.studies.synthetic import collect_metrics
 
 log = logging.getLogger(__name__)
 
-REAL_RUN_COLUMNS = ["architecture", "variant", "init", "target_l0", "seed"]
-# The study's L0 sweep at Gemma-2-2B's width; other widths keep L0 / d.
-STUDY_L0S = (80, 115, 160, 225, 320)
-STUDY_D_MODEL = 2304
 RECONSTRUCTION_METRICS = [
     "explained_variance",
     "l0",
@@ -53,21 +50,6 @@ SAELENS_ARCHITECTURES = {
     "matryoshka": "jumprelu",
     "jumprelu": "jumprelu",
 }
-
-
-def scaled_l0s(d_model: int) -> list[int]:
-    """The study's L0 values scaled to width `d_model` (same L0 / d)."""
-    return sorted({max(1, round(l0 * d_model / STUDY_D_MODEL)) for l0 in STUDY_L0S})
-
-
-def snapshot_points(max_samples: int, batch_size: int, fractions: list[float]) -> list[int]:
-    """Sample counts (multiples of the batch, >= one batch) at `fractions` of training,
-    where the lazy-training diagnostic snapshots the decoder."""
-    points = []
-    for fraction in fractions:
-        steps = max(1, round(max_samples * fraction / batch_size))
-        points.append(steps * batch_size)
-    return sorted(set(points))
 
 
 # ---------------------------------------------------------------- training
@@ -329,7 +311,7 @@ def evaluate_real_run(
 # --------------------------------------------------------------- tables
 def collect_real_metrics(eval_paths: list[str | Path]) -> pd.DataFrame:
     """One row per checkpoint (the synthetic study's collector, real run identity)."""
-    return collect_metrics(eval_paths, REAL_RUN_COLUMNS)
+    return collect_metrics(eval_paths, list(REAL_RUN_KEYS))
 
 
 def table1(metrics: pd.DataFrame, l0: int, columns: list[str] | None = None) -> pd.DataFrame:
@@ -373,22 +355,6 @@ def table1(metrics: pd.DataFrame, l0: int, columns: list[str] | None = None) -> 
     return pd.DataFrame(rows)
 
 
-def real_run_from_path(path: str | Path) -> dict:
-    """Run identity from a path inside a run directory (workflow.REAL_RUN_DIR)."""
-    parts = Path(path).parts
-    runs_at = len(parts) - 1 - parts[::-1].index("runs")
-    architecture, variant, init, l0_dir, seed_dir = parts[runs_at + 1 : runs_at + 6]
-    if not (l0_dir.startswith("l0_") and seed_dir.startswith("seed")):
-        raise ValueError(f"{path}: expected .../runs/<arch>/<variant>/<init>/l0_<N>/seed<N>/...")
-    return {
-        "architecture": architecture,
-        "variant": variant,
-        "init": init,
-        "target_l0": int(l0_dir.removeprefix("l0_")),
-        "seed": int(seed_dir.removeprefix("seed")),
-    }
-
-
 def load_drift(paths: list[str | Path]) -> pd.DataFrame:
     """All drift tables in one frame, tagged with run identity columns."""
     frames = []
@@ -405,6 +371,6 @@ def join_metric_families(frames: list[pd.DataFrame]) -> pd.DataFrame:
     on the run identity; a column present in several families keeps the first."""
     joined = frames[0]
     for frame in frames[1:]:
-        extra = [c for c in frame.columns if c not in joined.columns or c in REAL_RUN_COLUMNS]
-        joined = joined.merge(frame[extra], on=REAL_RUN_COLUMNS, how="outer")
-    return joined.sort_values(REAL_RUN_COLUMNS).reset_index(drop=True)
+        extra = [c for c in frame.columns if c not in joined.columns or c in REAL_RUN_KEYS]
+        joined = joined.merge(frame[extra], on=list(REAL_RUN_KEYS), how="outer")
+    return joined.sort_values(list(REAL_RUN_KEYS)).reset_index(drop=True)

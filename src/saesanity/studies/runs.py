@@ -44,6 +44,35 @@ def run_dir(run: dict) -> str:
     return SYNTHETIC_RUN_DIR.format(**run)
 
 
+def evaluation_points(first_samples: int, max_samples: int, batch_size: int) -> list[int]:
+    """first_samples, 2x, 4x, ... up to max_samples, each rounded to the nearest multiple
+    of batch_size (the trainer only sees sample counts that are step multiples, and a
+    snapshot fires only on an exact match). The end of training is not listed: the
+    final checkpoint is that point."""
+    last = (max_samples // batch_size) * batch_size
+    points: list[int] = []
+    target = first_samples
+    while target < last:
+        point = max(batch_size, round(target / batch_size) * batch_size)
+        if point < last and point not in points:
+            points.append(point)
+        target *= 2
+    return points
+
+
+def main_snapshot_samples(config: dict, run: dict, train_values: dict) -> list[int] | None:
+    """Snapshot points of a main synthetic run, or None if the length study skips it."""
+    study = config.get("length_study", {})
+    main = study.get("main", {})
+    if not main.get("enabled", False):
+        return None
+    if run["variant"] not in main["variants"] or run["init"] not in main["inits"]:
+        return None
+    return evaluation_points(
+        study["first_samples"], train_values["max_samples"], train_values["batch_size"]
+    )
+
+
 def synthetic_train_config(
     config: dict, regime: str, architecture: str, variant: str, init: str, seed: int | str
 ) -> dict:
@@ -63,8 +92,6 @@ def synthetic_train_config(
     # Data-independent, but regimes may differ in how long they need.
     values.update(study["regimes"][regime].get("training", {}))
     # The training-length study evaluates snapshots of these runs; no effect on training.
-    from saesanity.studies.length import main_snapshot_samples
-
     run = {"regime": regime, "architecture": architecture, "variant": variant, "init": init}
     snapshots = main_snapshot_samples(config, run, values)
     if snapshots is not None:
@@ -166,12 +193,47 @@ def setup_logging(log_path: str | Path) -> None:
 # ------------------------------------------------------------ real activations
 REAL_RUN_KEYS = ("architecture", "variant", "init", "target_l0", "seed")
 REAL_RUN_DIR = "results/real/runs/{architecture}/{variant}/{init}/l0_{target_l0}/seed{seed}"
+# The researcher's own SAE (`saesanity check`) is a run of the real grid with this variant and init.
+USER_VARIANT = "user"
+USER_INIT = "none"
+# The study's L0 sweep at Gemma-2-2B's width; other widths keep L0 / d.
+STUDY_L0S = (80, 115, 160, 225, 320)
+STUDY_D_MODEL = 2304
+
+
+def scaled_l0s(d_model: int) -> list[int]:
+    """The study's L0 values scaled to width `d_model` (same L0 / d)."""
+    return sorted({max(1, round(l0 * d_model / STUDY_D_MODEL)) for l0 in STUDY_L0S})
+
+
+def snapshot_points(max_samples: int, batch_size: int, fractions: list[float]) -> list[int]:
+    """Sample counts (multiples of the batch, >= one batch) at `fractions` of training,
+    where the lazy-training diagnostic snapshots the decoder."""
+    points = []
+    for fraction in fractions:
+        steps = max(1, round(max_samples * fraction / batch_size))
+        points.append(steps * batch_size)
+    return sorted(set(points))
+
+
+def real_run_from_path(path: str | Path) -> dict:
+    """Run identity from a path inside a run directory (REAL_RUN_DIR)."""
+    parts = Path(path).parts
+    runs_at = len(parts) - 1 - parts[::-1].index("runs")
+    architecture, variant, init, l0_dir, seed_dir = parts[runs_at + 1 : runs_at + 6]
+    if not (l0_dir.startswith("l0_") and seed_dir.startswith("seed")):
+        raise ValueError(f"{path}: expected .../runs/<arch>/<variant>/<init>/l0_<N>/seed<N>/...")
+    return {
+        "architecture": architecture,
+        "variant": variant,
+        "init": init,
+        "target_l0": int(l0_dir.removeprefix("l0_")),
+        "seed": int(seed_dir.removeprefix("seed")),
+    }
 
 
 def real_l0s(config: dict) -> list[int]:
     """`real.l0s`, or the study's sweep scaled to the model's width (same L0 / d)."""
-    from saesanity.studies.real import scaled_l0s
-
     values = config["real"].get("l0s")
     return (
         sorted(int(v) for v in values) if values else scaled_l0s(config["real"]["model"]["d_model"])
@@ -220,8 +282,6 @@ def real_d_sae(config: dict) -> int:
 def sanity_user_run(config: dict) -> dict | None:
     """The researcher's own SAE as a run of the real grid (variant "user"), once
     `saesanity check` has measured its L0; None otherwise."""
-    from saesanity.studies.sanity import USER_INIT, USER_VARIANT
-
     sanity = config.get("sanity") or {}
     if not sanity.get("sae") or not sanity.get("l0"):
         return None
@@ -242,8 +302,6 @@ def real_train_config(
     overrides, its L0-specific overrides (`by_l0`: ReLU's L1 coefficient; keys "L0",
     then "L0/variant", then "L0/variant/init", the most specific applied last), the
     run's identity and the decoder snapshots of the lazy-training diagnostic."""
-    from saesanity.studies.real import snapshot_points
-
     study = config["real"]
     values = dict(study["training"])
     values.update(study.get("architectures", {}).get(architecture, {}))

@@ -18,16 +18,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from saesanity.core.checkpoint import save_sae
+from saesanity.core.checkpoint import load_sae, save_sae, write_json
 from saesanity.core.sae import SparseAutoencoder
+from saesanity.evals.metrics import reconstruction_metrics
+from saesanity.sources.activation_store import ActivationStore
 from saesanity.sources.language_model import HOOKS, sha256_of
+from saesanity.studies.runs import USER_VARIANT
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 # SAELens inference architecture -> this workflow's (BatchTopK is saved as jumprelu).
 ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-USER_VARIANT = "user"
-USER_INIT = "none"
 
 
 class UserSAEError(ValueError):
@@ -208,10 +209,6 @@ def measure_user_sae(
 ) -> dict:
     """The SAE's held-out L0, EV and dead fraction, measured as the evaluation measures
     every checkpoint (the same tokens and outlier rule): its L0 sets the baselines'."""
-    from saesanity.core.checkpoint import load_sae, write_json
-    from saesanity.evals.metrics import reconstruction_metrics
-    from saesanity.sources.activation_store import ActivationStore
-
     sae = load_sae(weights, sae_config)
     store = ActivationStore(
         eval_store_dir, seed=0, outlier_factor=outlier_factor, expect=store_expect

@@ -40,9 +40,7 @@ from scipy import stats
 
 from saesanity.core.checkpoint import atomic_write
 from saesanity.plots.real import series_label, variant_colour
-
-RUN_COLUMNS = ["architecture", "variant", "init", "target_l0", "seed"]
-USER_VARIANT = "user"
+from saesanity.studies.runs import REAL_RUN_KEYS, USER_VARIANT
 
 # Direction (+1: higher is better, -1: lower is better) and short label of known metrics;
 # sparse probing under both the study's names and this workflow's (SAEBench's) names.
@@ -97,7 +95,7 @@ def _baseline_name(variant: str, init: str) -> str:
 def _split(metrics: pd.DataFrame) -> tuple[int, dict[tuple[str, str], pd.Index]]:
     """Index of the user's row, and the baseline rows' index per (variant, init), sorted.
     `metrics` must have a unique index (callers reset it)."""
-    missing = [c for c in RUN_COLUMNS if c not in metrics.columns]
+    missing = [c for c in REAL_RUN_KEYS if c not in metrics.columns]
     if missing:
         raise ValueError(f"sanity report: metrics lack the run column(s) {missing}")
     is_user = metrics["variant"] == USER_VARIANT

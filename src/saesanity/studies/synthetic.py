@@ -18,8 +18,9 @@ from saesanity.evals.metrics import (
     synthsaebench_metrics,
 )
 from saesanity.sources.synthetic import SyntheticSource, load_ground_truth
+from saesanity.studies.runs import RUN_KEYS
 
-RUN_COLUMNS = ["regime", "architecture", "variant", "init", "seed"]
+RUN_COLUMNS = list(RUN_KEYS)  # a run's identity, as table columns
 SUMMARY_METRICS = [
     "explained_variance",
     "l0",
