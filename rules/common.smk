@@ -2,14 +2,14 @@
 
 import os
 
-from saesanity.studies import runs as saesanity_workflow
+from saesanity.studies import runs as saesanity_runs
 from saesanity.sources.activation_store import read_manifest
 from saesanity.studies.real import RECONSTRUCTION_METRICS
 from saesanity.core.sae import ARCHITECTURES
 from saesanity.core.training import INITS, VARIANTS
 from saesanity.studies.runs import USER_INIT, USER_VARIANT
 
-saesanity_workflow.check_config(config)
+saesanity_runs.check_config(config)
 
 # ------------------------------------------------------------ scheduler requests
 # Every rule is one of five job kinds; its threads and resources (mem_mb, runtime in
@@ -39,8 +39,8 @@ def job_resources(kind):
 
 
 SYNTHETIC = config["synthetic"]
-SYNTHETIC_RUNS = saesanity_workflow.synthetic_runs(config)
-RUN_DIR = saesanity_workflow.SYNTHETIC_RUN_DIR
+SYNTHETIC_RUNS = saesanity_runs.synthetic_runs(config)
+RUN_DIR = saesanity_runs.SYNTHETIC_RUN_DIR
 RUN_PATH = RUN_DIR.replace("results/synthetic/", "")  # for logs and benchmarks
 
 
@@ -57,7 +57,7 @@ wildcard_constraints:
 def synthetic_run_files(name, regime=None, study_only=False):
     """Per-run files (`name` in the run directory) of the enabled runs."""
     return [
-        f"{saesanity_workflow.run_dir(run)}/{name}"
+        f"{saesanity_runs.run_dir(run)}/{name}"
         for run in SYNTHETIC_RUNS
         if (regime is None or run["regime"] == regime)
         and (not study_only or (run["variant"] == "trained" and run["init"] == "iso"))
@@ -70,12 +70,12 @@ def synthetic_regimes():
 
 # ------------------------------------------------------------ real activations
 REAL = config["real"]
-REAL_RUNS = saesanity_workflow.real_runs(config)
-REAL_RUN_DIR = saesanity_workflow.REAL_RUN_DIR
+REAL_RUNS = saesanity_runs.real_runs(config)
+REAL_RUN_DIR = saesanity_runs.REAL_RUN_DIR
 REAL_RUN_PATH = REAL_RUN_DIR.replace("results/real/", "")
-REAL_MODEL_DIR = saesanity_workflow.REAL_MODEL_DIR
-REAL_MODEL_SPEC = saesanity_workflow.real_model_spec(config)
-REAL_STORE_EXPECT = saesanity_workflow.real_store_expect(config)
+REAL_MODEL_DIR = saesanity_runs.REAL_MODEL_DIR
+REAL_MODEL_SPEC = saesanity_runs.real_model_spec(config)
+REAL_STORE_EXPECT = saesanity_runs.real_store_expect(config)
 REAL_SAELENS_METADATA = {
     "model_name": REAL["model"]["name"],
     "hook_name": f"blocks.{REAL['model']['layer']}.hook_{REAL['model']['hook']}",
@@ -89,7 +89,7 @@ REAL_METRIC_FAMILIES = {"reconstruction": None}
 REAL_TABLE1_METRICS = list(RECONSTRUCTION_METRICS)
 REAL_TABLE_TITLE = (
     f"{REAL['model']['name']} {REAL_SAELENS_METADATA['hook_name']}, "
-    f"L0 = {saesanity_workflow.real_table_l0(config)}"
+    f"L0 = {saesanity_runs.real_table_l0(config)}"
 )
 
 
@@ -101,7 +101,7 @@ wildcard_constraints:
 def real_run_files(name, trained_only=False, target_l0=None):
     """Per-run files (`name` in the run directory) of the enabled real runs."""
     return [
-        f"{saesanity_workflow.real_run_dir(run)}/{name}"
+        f"{saesanity_runs.real_run_dir(run)}/{name}"
         for run in REAL_RUNS
         if (not trained_only or run["variant"] == "trained")
         and (target_l0 is None or int(run["target_l0"]) == int(target_l0))
@@ -158,7 +158,7 @@ def real_windows(split):
 # ------------------------------------------------------------ sanity check (sanity.smk)
 SANITY = config.get("sanity") or {"sae": None}
 SANITY_DIR = f"results/sanity/{SANITY.get('name') or 'sae'}"
-SANITY_USER_RUN = saesanity_workflow.sanity_user_run(config)
+SANITY_USER_RUN = saesanity_runs.sanity_user_run(config)
 
 
 def sanity_relu_runs(wildcards):
@@ -167,7 +167,7 @@ def sanity_relu_runs(wildcards):
         raise ValueError("sanity_relu_l1: the check's baselines are not ReLU (or no L0 yet)")
     l0, seed = SANITY_USER_RUN["target_l0"], min(SANITY["seeds"])
     return {
-        f"{variant}/{init}": saesanity_workflow.real_train_config(
+        f"{variant}/{init}": saesanity_runs.real_train_config(
             config, "relu", variant, init, l0, seed
         )
         for variant, inits in SANITY["variants"].items()

@@ -149,7 +149,7 @@ rule real_train:
         saelens_cfg=f"{REAL_RUN_DIR}/saelens/cfg.json",
         saelens_weights=f"{REAL_RUN_DIR}/saelens/sae_weights.safetensors",
     params:
-        train=lambda wc: saesanity_workflow.real_train_config(config, **wc),
+        train=lambda wc: saesanity_runs.real_train_config(config, **wc),
         device=config["device"],
         shuffle_shards=REAL["activations"]["shuffle_shards"],
         saelens=REAL_SAELENS_METADATA,
@@ -259,7 +259,7 @@ rule real_metrics:
 rule real_table1:
     # Only the runs at the table's L0: `snakemake figures/table1.pdf` trains nothing else.
     input:
-        metrics=f"results/real/l0_{saesanity_workflow.real_table_l0(config)}/metrics.csv",
+        metrics=f"results/real/l0_{saesanity_runs.real_table_l0(config)}/metrics.csv",
     output:
         csv=report(
             "results/real/table1.csv",
@@ -272,7 +272,7 @@ rule real_table1:
             category="Case study 2: real activations",
         ),
     params:
-        l0=saesanity_workflow.real_table_l0(config),
+        l0=saesanity_runs.real_table_l0(config),
         title=REAL_TABLE_TITLE,
         columns=lambda wc: REAL_TABLE1_METRICS,
     log:

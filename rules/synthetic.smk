@@ -44,7 +44,7 @@ rule synthetic_train:
         config=f"{RUN_DIR}/sae.json",
         curve=f"{RUN_DIR}/curve.csv",
     params:
-        train=lambda wc: saesanity_workflow.synthetic_train_config(config, **wc),
+        train=lambda wc: saesanity_runs.synthetic_train_config(config, **wc),
         device=config["device"],
     log:
         f"logs/synthetic/train/{RUN_PATH}.log",

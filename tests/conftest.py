@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 # repeated local test runs do not fetch 93 MB again; CI starts from a clean clone.
 CACHE = REPO / ".cache"
 
+# The slow tier: tests that run the workflow end to end (Snakemake on the smoke config or
+# a sanity check), need the 1.1 GB default judge, or start a SLURM cluster or a judge
+# server. `python -m pytest -m "not slow"` runs the rest (every unit and behaviour test on
+# the real embedded model) in a few minutes.
+SLOW_FIXTURES = {"smoke_run", "first_check", "competent_judge", "slurm_cluster", "llama_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:

@@ -16,13 +16,12 @@ from saesanity.plots.length import figure_length, figure_length_sensitivity
 from saesanity.sources.synthetic import SyntheticSource, make_ground_truth, save_ground_truth
 from saesanity.studies.length import (
     evaluate_length_run,
-    evaluation_points,
     long_runs,
     long_train_config,
     sensitivity_table,
     settled_table,
 )
-from saesanity.studies.runs import synthetic_train_config
+from saesanity.studies.runs import evaluation_points, synthetic_train_config
 from saesanity.studies.synthetic import evaluate_synthetic_run, train_synthetic_run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,12 +21,17 @@ from saesanity.studies.real import (
     _token_ce,
     build_splice_reference,
     load_splice_reference,
-    scaled_l0s,
-    snapshot_points,
     splice_metrics,
     table1,
 )
-from saesanity.studies.runs import ConfigError, check_config, real_runs, real_train_config
+from saesanity.studies.runs import (
+    ConfigError,
+    check_config,
+    real_runs,
+    real_train_config,
+    scaled_l0s,
+    snapshot_points,
+)
 
 TEXTS = [
     "The committee met on Tuesday to discuss the budget for the coming year.",
