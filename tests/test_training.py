@@ -166,3 +166,48 @@ def test_snapshots_are_written_at_the_requested_sample_counts(tmp_path):
     )
     final = load_sae(tmp_path / "run/sae.safetensors", tmp_path / "run/sae.json")
     assert not torch.equal(early.W_enc, final.W_enc)
+
+
+# JSON-schema types that accept each TrainConfig annotation.
+SCHEMA_TYPES = {
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "list": "array",
+    "tuple": "array",
+}
+
+
+def schema_type(spec: dict, defs: dict) -> str:
+    while "$ref" in spec:
+        spec = defs[spec["$ref"].rsplit("/", 1)[1]]
+    if "enum" in spec:
+        return "string" if all(isinstance(v, str) for v in spec["enum"]) else "mixed"
+    return spec["type"]
+
+
+def test_the_schemas_training_section_is_trainconfig():
+    """One source of truth for training settings: the schema's `training` section lists
+    exactly the TrainConfig fields a config may set (the run's identity and shape are set
+    per run), each with the type of its annotation."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    from saesanity.studies.runs import RUN_SET_FIELDS
+
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml").read_text()
+    )
+    defs = schema["$defs"]
+    section = defs["training"]["properties"]
+    settable = {f.name: f for f in fields(TrainConfig) if f.name not in RUN_SET_FIELDS}
+    assert set(section) == set(settable), (
+        f"in TrainConfig only: {sorted(set(settable) - set(section))}; "
+        f"in the schema only: {sorted(set(section) - set(settable))}"
+    )
+    for name, field in settable.items():
+        # "int | None" -> int; "tuple[float, float]" -> tuple
+        base = str(field.type).split("|")[0].split("[")[0].strip()
+        assert schema_type(section[name], defs) == SCHEMA_TYPES[base], name
