@@ -242,14 +242,14 @@ class CountingJudge:
 
 
 def test_killed_run_resumes_at_the_next_latent(language_model, doc_windows, small_judge, tmp_path):
-    from saesanity.core.sae import SparseAutoencoder
+    from saesanity.core.architectures import make_sae
 
     windows = doc_windows[:40, :33]
     with torch.no_grad():
         residual = language_model.residual(torch.from_numpy(windows).long())[:, 1:].numpy()
     # A random TopK SAE (random directions, like a frozen baseline), scaled as training does.
     torch.manual_seed(0)
-    sae = SparseAutoencoder(576, 1152, "topk", k=32)
+    sae = make_sae("topk", 576, 1152, k=32)
     flat = torch.from_numpy(residual.reshape(-1, 576))
     scale = float(flat.norm(dim=1).pow(2).mean().rsqrt())
     with torch.no_grad():

@@ -24,9 +24,9 @@ from conftest import REPO
 from safetensors.torch import load_file, save_file
 
 from saesanity.cli import check_config_files, configfiles_in, load_config_file
+from saesanity.core.architectures import make_sae
 from saesanity.core.checkpoint import CheckpointError, atomic_write, load_sae, save_sae, write_json
 from saesanity.core.device import DeviceUnavailableError, check_device
-from saesanity.core.sae import SparseAutoencoder
 from saesanity.core.training import TrainConfig, train
 from saesanity.evals import judges
 from saesanity.sources.activation_store import (
@@ -198,7 +198,7 @@ def test_a_batchtopk_run_too_short_to_estimate_its_threshold_is_named():
 
 
 def test_a_batchtopk_without_a_threshold_is_never_exported(tmp_path):
-    sae = SparseAutoencoder(8, 16, "batchtopk", k=2)  # inference threshold still unset (-1)
+    sae = make_sae("batchtopk", 8, 16, k=2)  # inference threshold still unset (-1)
     with pytest.raises(ValueError, match="inference threshold was never estimated"):
         export_saelens(sae, tmp_path / "saelens", {})
     assert not (tmp_path / "saelens" / "cfg.json").exists()
@@ -243,7 +243,7 @@ def test_source_without_identity_is_refused(tmp_path):
 # ====================================================================== checkpoints
 @pytest.fixture
 def checkpoint(tmp_path):
-    sae = SparseAutoencoder(8, 16, "topk", k=2)
+    sae = make_sae("topk", 8, 16, k=2)
     with torch.no_grad():
         sae.W_enc.normal_()
         sae.W_dec.normal_()

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from saesanity.core.sae import SparseAutoencoder
+from saesanity.core.architectures import make_sae
 from saesanity.evals.ravel import (
     IdentityCodec,
     SaeCodec,
@@ -105,7 +105,7 @@ def test_identity_with_mask_of_ones_equals_activation_patching(language_model):
 def test_sae_with_mask_of_zeros_equals_the_run_through_the_reconstruction(language_model):
     model = language_model
     generator = torch.Generator().manual_seed(0)
-    sae = SparseAutoencoder(model.d_model, 256, "topk", k=16)
+    sae = make_sae("topk", model.d_model, 256, k=16)
     directions = torch.randn(256, model.d_model, generator=generator)
     sae.initialise(directions, b_dec=torch.zeros(model.d_model))
     tokens, lengths, positions = _two_prompts(model)

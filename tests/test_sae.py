@@ -4,14 +4,10 @@ import pytest
 import torch
 
 import saesanity.core.sae as sae_module
-from saesanity.core.sae import (
-    SparseAutoencoder,
-    covariance_directions,
-    jumprelu,
-    project_to_caps,
-    step,
-    unit_sphere_directions,
-)
+from saesanity.core.architectures import ARCHITECTURES, REGISTRY, make_sae
+from saesanity.core.architectures.jumprelu import jumprelu
+from saesanity.core.architectures.jumprelu import step_function as step
+from saesanity.core.sae import covariance_directions, project_to_caps, unit_sphere_directions
 from saesanity.core.sparse_ops import (
     SparseCode,
     gathered_preactivations,
@@ -20,9 +16,9 @@ from saesanity.core.sparse_ops import (
 )
 
 
-def make_sae(architecture, d_in=12, d_sae=48, k=4, seed=0, **kwargs):
+def initialised_sae(architecture, d_in=12, d_sae=48, k=4, seed=0, **kwargs):
     generator = torch.Generator().manual_seed(seed)
-    sae = SparseAutoencoder(d_in, d_sae, architecture, k=k, **kwargs)
+    sae = make_sae(architecture, d_in, d_sae, k=k, **kwargs)
     sae.initialise(unit_sphere_directions(d_sae, d_in, generator), torch.zeros(d_in))
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1, generator=generator)
@@ -30,7 +26,7 @@ def make_sae(architecture, d_in=12, d_sae=48, k=4, seed=0, **kwargs):
 
 
 def test_topk_keeps_exactly_k_latents_per_sample():
-    sae = make_sae("topk", k=5)
+    sae = initialised_sae("topk", k=5)
     # Inputs along decoder rows make every kept pre-activation positive.
     x = sae.W_dec.detach().repeat(2, 1)[:64] * 3.0
     code = sae.encode_sparse(x)
@@ -44,7 +40,7 @@ def test_topk_keeps_exactly_k_latents_per_sample():
 
 
 def test_batchtopk_mean_l0_is_k_over_the_batch():
-    sae = make_sae("batchtopk", k=3)
+    sae = initialised_sae("batchtopk", k=3)
     x = torch.randn(200, 12, generator=torch.Generator().manual_seed(1))
     out = sae.forward_train(x)
     l0 = out.code.l0_per_sample()
@@ -57,7 +53,7 @@ def test_batchtopk_mean_l0_is_k_over_the_batch():
 
 
 def test_batchtopk_hint_does_not_change_the_selection():
-    sae = make_sae("batchtopk", k=3)
+    sae = initialised_sae("batchtopk", k=3)
     x = torch.randn(100, 12, generator=torch.Generator().manual_seed(2))
     plain = sae.forward_train(x).code
     for hint in (0.01, 0.5, 100.0):  # too low, reasonable, far too high (fallback)
@@ -66,7 +62,7 @@ def test_batchtopk_hint_does_not_change_the_selection():
 
 
 def test_batchtopk_inference_uses_the_estimated_threshold():
-    sae = make_sae("batchtopk", k=3)
+    sae = initialised_sae("batchtopk", k=3)
     x = torch.randn(50, 12, generator=torch.Generator().manual_seed(3))
     sae.inference_threshold.fill_(0.2)
     dense = sae.encode(x)
@@ -94,7 +90,7 @@ def test_jumprelu_threshold_gradient_matches_pseudo_derivative():
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka"])
 def test_sparse_training_forward_matches_dense_autograd(architecture):
     """The sparse kernels give the same gradients as a plain dense implementation."""
-    sae = make_sae(architecture, k=4)
+    sae = initialised_sae(architecture, k=4)
     x = torch.randn(32, 12, generator=torch.Generator().manual_seed(4))
     out = sae.forward_train(x)
     out.x_hat.pow(2).sum().backward()
@@ -120,7 +116,9 @@ def test_sparse_and_dense_paths_give_the_same_loss_gradients(architecture, monke
     grads = []
     for dense_fraction in (1.0, 0.0):  # 1.0: always sparse; 0.0: always dense
         monkeypatch.setattr(sae_module, "DENSE_FRACTION", dense_fraction)
-        sae = make_sae(architecture, k=4, jumprelu_bandwidth=0.5, jumprelu_threshold_init=0.05)
+        sae = initialised_sae(
+            architecture, k=4, jumprelu_bandwidth=0.5, jumprelu_threshold_init=0.05
+        )
         x = torch.randn(32, 12, generator=torch.Generator().manual_seed(4))
         out = sae.forward_train(x)
         assert (out.latents is None) == (dense_fraction == 0.0)
@@ -136,7 +134,7 @@ def test_sparse_and_dense_paths_give_the_same_loss_gradients(architecture, monke
 
 
 def test_matryoshka_prefixes_use_nested_groups():
-    sae = make_sae("matryoshka", d_sae=50, k=6, group_fractions=[0.5, 0.3, 0.2])
+    sae = initialised_sae("matryoshka", d_sae=50, k=6, group_fractions=[0.5, 0.3, 0.2])
     assert sae.group_sizes == [25, 15, 10]
     x = torch.randn(16, 12, generator=torch.Generator().manual_seed(5))
     out = sae.forward_train(x)
@@ -184,3 +182,26 @@ def test_cov_directions_follow_the_covariance():
     # Mass concentrates on the high-variance axis, none on the null axis.
     assert directions[:, 0].abs().mean() > 0.9
     assert directions[:, 3].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_each_architecture_is_its_own_class_and_survives_a_checkpoint(architecture, tmp_path):
+    from saesanity.core.checkpoint import load_sae, save_sae
+
+    sae = initialised_sae(architecture, group_fractions=[0.25, 0.75])
+    assert type(sae) is REGISTRY[architecture] and sae.architecture == architecture
+    x = torch.randn(16, 12, generator=torch.Generator().manual_seed(1))
+    save_sae(sae, tmp_path / "sae.safetensors", tmp_path / "sae.json", {})
+    loaded = load_sae(tmp_path / "sae.safetensors", tmp_path / "sae.json")
+    assert type(loaded) is type(sae)
+    assert loaded.group_sizes == sae.group_sizes
+    assert torch.equal(loaded(x), sae(x))
+
+
+def test_unknown_architectures_and_options_are_named():
+    with pytest.raises(ValueError, match="unknown architecture 'gated'"):
+        make_sae("gated", 4, 8, k=2)
+    with pytest.raises(TypeError, match="unknown options \\['group_fraction'\\]"):
+        make_sae("matryoshka", 4, 8, k=2, group_fraction=[0.5, 0.5])
+    with pytest.raises(ValueError, match="needs k >= 1"):
+        make_sae("topk", 4, 8)

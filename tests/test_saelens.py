@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from saesanity.core.sae import SparseAutoencoder
+from saesanity.core.architectures import make_sae
 from saesanity.studies.real import SAELENS_FORMAT_VERSION, export_saelens
 
 sae_lens = pytest.importorskip("sae_lens", reason="pip install -e '.[test]' installs SAE Lens")
@@ -20,11 +20,11 @@ METADATA = {
 }
 
 
-def trained_looking_sae(architecture: str, d_in: int, d_sae: int, k: int) -> SparseAutoencoder:
+def trained_looking_sae(architecture: str, d_in: int, d_sae: int, k: int):
     """An SAE with random weights, a non-trivial input scale and (BatchTopK) an inference
     threshold: what training leaves behind, without training."""
     torch.manual_seed(0)
-    sae = SparseAutoencoder(d_in, d_sae, architecture, k=k)
+    sae = make_sae(architecture, d_in, d_sae, k=k)
     with torch.no_grad():
         for parameter in sae.parameters():
             parameter.copy_(torch.randn_like(parameter) * 0.3)

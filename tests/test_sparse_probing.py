@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from saesanity.core.sae import SparseAutoencoder
+from saesanity.core.architectures import make_sae
 from saesanity.evals.probing_data import (
     FAMILIES,
     ProbingDataError,
@@ -249,7 +249,7 @@ def test_cache_and_checkpoint_evaluation_on_the_real_model(language_model, tmp_p
     )
 
     torch.manual_seed(0)
-    sae = SparseAutoencoder(language_model.d_model, 64, "topk", k=4)
+    sae = make_sae("topk", language_model.d_model, 64, k=4)
     with torch.no_grad():
         sae.W_enc.normal_()
         sae.input_scale.fill_(1.0 / float(cache.acts.norm(dim=1).median()))

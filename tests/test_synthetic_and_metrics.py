@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from saesanity.core.architectures import make_sae
 from saesanity.core.checkpoint import load_sae, save_sae
-from saesanity.core.sae import SparseAutoencoder, unit_sphere_directions
+from saesanity.core.sae import unit_sphere_directions
 from saesanity.evals.metrics import explained_variance, feature_recovery, recovery_summary
 from saesanity.sources.synthetic import (
     SyntheticSource,
@@ -109,7 +110,7 @@ def test_explained_variance_is_one_for_perfect_and_zero_for_mean():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    sae = SparseAutoencoder(8, 32, "batchtopk", k=3)
+    sae = make_sae("batchtopk", 8, 32, k=3)
     sae.initialise(unit_sphere_directions(32, 8, torch.Generator().manual_seed(0)), torch.ones(8))
     sae.inference_threshold.fill_(0.3)
     sae.input_scale.fill_(0.5)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from saesanity.core.architectures import make_sae
 from saesanity.core.sae import SparseAutoencoder
 
 
@@ -97,10 +98,10 @@ def load_sae(weights_path: str | Path, config_path: str | Path) -> SparseAutoenc
     fractions = None
     if arch.get("group_sizes"):
         fractions = [size / d_sae for size in arch["group_sizes"]]
-    sae = SparseAutoencoder(
+    sae = make_sae(
+        arch["architecture"],
         d_in=arch["d_in"],
         d_sae=d_sae,
-        architecture=arch["architecture"],
         k=arch.get("k"),
         group_fractions=fractions,
         jumprelu_bandwidth=arch.get("jumprelu_bandwidth", 0.001),

@@ -1,4 +1,4 @@
-"""One sparse-autoencoder module for every architecture the study uses.
+"""The sparse autoencoder: what every architecture the study uses shares.
 
 All architectures share the parameterisation
 
@@ -10,89 +10,25 @@ with W_enc and W_dec both stored as (d_sae, d_in), one row per latent, so a
 "decoder direction" is a row of W_dec. Subtracting b_dec before the encoder is
 the convention of SAELens and dictionary_learning's TopK family; we use it for
 every architecture (dictionary_learning's JumpReLU skips it) so the variants
-differ only in sigma.
+differ only in sigma. Each architecture is a subclass in `saesanity.core.architectures`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saesanity.core.sparse_ops import (
-    SparseCode,
-    gathered_preactivations,
-    select_above,
-    select_batch_topk,
-    select_topk,
-    sparse_decode,
-)
+from saesanity.core.sparse_ops import SparseCode, gathered_preactivations, sparse_decode
 
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
-
-
-def _rectangle(z: torch.Tensor) -> torch.Tensor:
-    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
-
-
-class _JumpReLU(torch.autograd.Function):
-    """f = pre * H(pre - theta), elementwise, with the rectangle-kernel pseudo-derivative.
-
-    d f / d pre   = H(pre - theta)
-    d f / d theta = -(theta / eps) * rect((pre - theta) / eps)
-    (Rajamanoharan et al. 2024; dictionary_learning trainers/jumprelu.py.)
-    """
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        grad_pre = grad * (pre > threshold)
-        grad_threshold = -(threshold / eps) * _rectangle((pre - threshold) / eps) * grad
-        return grad_pre, grad_threshold, None
-
-
-class _Step(torch.autograd.Function):
-    """H(pre - theta), elementwise, with d/d theta = -(1/eps) * rect((pre - theta)/eps)
-    and no gradient to pre: the L0 term moves thresholds only. Applied to pre,
-    not to f (dictionary_learning issue #55)."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        grad_threshold = -(1.0 / eps) * _rectangle((pre - threshold) / eps) * grad
-        return None, grad_threshold, None
-
-
-def jumprelu(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
-    """Elementwise JumpReLU; `threshold` has the shape of `pre` (gather it per entry)."""
-    return _JumpReLU.apply(pre, threshold, bandwidth)
-
-
-def step(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
-    """Elementwise Heaviside step with the L0 pseudo-derivative."""
-    return _Step.apply(pre, threshold, bandwidth)
-
-
-# ReLU and JumpReLU start dense (half the latents active); above this fraction of
-# active entries a plain dense forward/backward is faster than the sparse kernels.
+# Dense-start architectures (ReLU, JumpReLU: half the latents active at first) switch to
+# a plain dense forward/backward above this fraction of active entries, where it is faster
+# than the sparse kernels.
 DENSE_FRACTION = 0.05
 
 
@@ -122,46 +58,79 @@ class TrainForward:
         return tensor[self.latents] if self.latents is not None else tensor.expand_as(self.values)
 
 
-def matryoshka_group_sizes(d_sae: int, fractions: list[float]) -> list[int]:
-    """int(f * d_sae) per group, the remainder going to the last group (dictionary_learning)."""
-    sizes = [int(f * d_sae) for f in fractions]
-    sizes[-1] += d_sae - sum(sizes)
-    return sizes
-
-
 class SparseAutoencoder(nn.Module):
+    """The parameters and computations every architecture shares. An architecture is a
+    subclass (one module each in `saesanity.core.architectures`, registered by name there)
+    that says which latents are active in training and at inference, its activation, its
+    sparsity loss and what it updates after each optimiser step."""
+
+    architecture: ClassVar[str] = ""
+    saelens_architecture: ClassVar[str] = ""  # cfg.json "architecture" of the export
+    needs_k: ClassVar[bool] = False  # keeps k latents (TopK family)
+    # Estimates an inference threshold in training (BatchTopK family).
+    estimates_threshold: ClassVar[bool] = False
+    # Starts dense (about half the latents active): above DENSE_FRACTION active entries a
+    # plain dense forward/backward is faster than the sparse kernels.
+    starts_dense: ClassVar[bool] = False
+
     def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        architecture: str,
-        k: int | None = None,
-        group_fractions: list[float] | None = None,
-        jumprelu_bandwidth: float = 0.001,
-        jumprelu_threshold_init: float = 0.001,
+        self, d_in: int, d_sae: int, k: int | None = None, jumprelu_bandwidth: float = 0.001
     ) -> None:
         super().__init__()
-        if architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}"
-            )
-        if architecture in TOPK_FAMILY and (k is None or k < 1):
-            raise ValueError(f"architecture {architecture!r} needs k >= 1, got {k!r}")
-        self.d_in, self.d_sae, self.architecture, self.k = d_in, d_sae, architecture, k
+        if self.needs_k and (k is None or k < 1):
+            raise ValueError(f"architecture {self.architecture!r} needs k >= 1, got {k!r}")
+        self.d_in, self.d_sae, self.k = d_in, d_sae, k
+        # Recorded for every architecture (sae.json); only JumpReLU uses it.
         self.jumprelu_bandwidth = jumprelu_bandwidth
         self.W_enc = nn.Parameter(torch.zeros(d_sae, d_in))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.zeros(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("input_scale", torch.tensor(1.0))
-        if architecture == "jumprelu":
-            self.threshold = nn.Parameter(torch.full((d_sae,), float(jumprelu_threshold_init)))
-        if architecture in ("batchtopk", "matryoshka"):
-            # Estimated during training; -1 means "not yet estimated".
-            self.register_buffer("inference_threshold", torch.tensor(-1.0, dtype=torch.float64))
         self.group_sizes: list[int] | None = None
-        if architecture == "matryoshka":
-            self.group_sizes = matryoshka_group_sizes(d_sae, group_fractions or [0.5, 0.3, 0.2])
+
+    # ------------------------------------------------- what an architecture says
+    def select_for_training(
+        self, x_centered: torch.Tensor, batch_topk_hint: float | None
+    ) -> SparseCode:
+        """The entries that can be non-zero (or have a gradient) in training; no grad."""
+        raise NotImplementedError
+
+    def select(self, x_centered: torch.Tensor) -> SparseCode:
+        """The inference-mode code of centred, scaled inputs; no grad."""
+        raise NotImplementedError
+
+    def activation(self, pre: torch.Tensor, latents: torch.Tensor | None) -> torch.Tensor:
+        """Activations of pre-activations `pre` (entries of `latents`, or dense when None)."""
+        return pre.relu()
+
+    def decode_for_training(
+        self, code: SparseCode
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The reconstruction (and Matryoshka's nested prefix reconstructions)."""
+        return sparse_decode(code.values, self.W_dec, code) + self.b_dec, None
+
+    def reconstruction_loss(self, out: TrainForward, mse: torch.Tensor) -> torch.Tensor:
+        """The reconstruction term of the loss; `mse` is the full reconstruction's."""
+        return mse
+
+    def sparsity_loss(
+        self, out: TrainForward, config, step: int, dead: torch.Tensor
+    ) -> tuple[str, torch.Tensor, float]:
+        """(name, term, weight): the loss adds weight x term. `config` is the TrainConfig."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, out: TrainForward, config, step: int, state) -> None:
+        """Updates after each optimiser step (thresholds); `state` is the TrainState."""
+
+    def saelens_threshold(self, where: Path) -> torch.Tensor | None:
+        """The `threshold` tensor of the SAELens export, if the architecture has one."""
+        return None
+
+    def saelens_cfg(self) -> dict:
+        """Architecture-specific cfg.json entries of the SAELens export."""
+        return {}
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -191,33 +160,15 @@ class SparseAutoencoder(nn.Module):
         """
         x_scaled = x * self.input_scale
         x_centered = x_scaled - self.b_dec
-        W_enc, b_enc = self.W_enc.detach(), self.b_enc.detach()
-        if self.architecture == "topk":
-            code = select_topk(x_centered.detach(), W_enc, b_enc, self.k)
-        elif self.architecture in ("batchtopk", "matryoshka"):
-            code = select_batch_topk(x_centered.detach(), W_enc, b_enc, self.k, batch_topk_hint)
-        elif self.architecture == "jumprelu":
-            # Entries within half a bandwidth below the threshold get threshold gradients.
-            lower = self.threshold.detach() - self.jumprelu_bandwidth / 2
-            code = select_above(x_centered.detach(), W_enc, b_enc, lower)
-        else:
-            code = select_above(x_centered.detach(), W_enc, b_enc, torch.tensor(0.0))
-        if self.architecture in ("relu", "jumprelu") and code.values.numel() > DENSE_FRACTION * (
+        code = self.select_for_training(x_centered.detach(), batch_topk_hint)
+        if self.starts_dense and code.values.numel() > DENSE_FRACTION * (
             code.batch_size * code.num_latents
         ):
             return self._dense_forward_train(x_scaled, x_centered)
         pre_values = gathered_preactivations(x_centered, self.W_enc, self.b_enc, code)
-        if self.architecture == "jumprelu":
-            values = jumprelu(pre_values, self.threshold[code.latents], self.jumprelu_bandwidth)
-        else:
-            values = pre_values.relu()
+        values = self.activation(pre_values, code.latents)
         code = SparseCode(code.rows, code.latents, values, code.batch_size, code.num_latents)
-        prefixes = None
-        if self.architecture == "matryoshka":
-            prefixes = self._prefix_reconstructions(code)
-            x_hat = prefixes[-1]
-        else:
-            x_hat = sparse_decode(code.values, self.W_dec, code) + self.b_dec
+        x_hat, prefixes = self.decode_for_training(code)
         return TrainForward(
             x_scaled, x_hat, values, code.latents, pre_values, code.l0_per_sample(), code.fired(),
             code=code, prefix_reconstructions=prefixes,
@@ -226,46 +177,20 @@ class SparseAutoencoder(nn.Module):
     def _dense_forward_train(
         self, x_scaled: torch.Tensor, x_centered: torch.Tensor
     ) -> TrainForward:
-        """Plain dense ReLU / JumpReLU forward, for the dense early phase of training."""
+        """Plain dense forward, for the dense early phase of dense-start architectures."""
         pre = F.linear(x_centered, self.W_enc, self.b_enc)
-        if self.architecture == "jumprelu":
-            values = jumprelu(pre, self.threshold.expand_as(pre), self.jumprelu_bandwidth)
-        else:
-            values = F.relu(pre)
+        values = self.activation(pre, None)
         x_hat = values @ self.W_dec + self.b_dec
         active = values.detach() > 0
         return TrainForward(
             x_scaled, x_hat, values, None, pre, active.sum(1).float(), active.any(0)
         )
 
-    def _prefix_reconstructions(self, code: SparseCode) -> list[torch.Tensor]:
-        """b_dec + contributions of groups 0..g, for every group g (Matryoshka)."""
-        boundaries = torch.tensor(self.group_sizes, device=code.latents.device).cumsum(0)
-        group_of_entry = torch.bucketize(code.latents, boundaries, right=True)
-        partial = self.b_dec.expand(code.batch_size, -1)
-        prefixes = []
-        for group in range(len(self.group_sizes)):
-            keep = group_of_entry == group
-            sub = code.select(keep)
-            partial = partial + sparse_decode(sub.values, self.W_dec, sub)
-            prefixes.append(partial)
-        return prefixes
-
     # ------------------------------------------------------------- inference
     @torch.no_grad()
     def encode_sparse(self, x: torch.Tensor) -> SparseCode:
         """Inference-mode code of raw inputs `x` (BatchTopK uses its threshold)."""
-        x_centered = x * self.input_scale - self.b_dec
-        W_enc, b_enc = self.W_enc, self.b_enc
-        if self.architecture == "topk":
-            return select_topk(x_centered, W_enc, b_enc, self.k)
-        if self.architecture in ("batchtopk", "matryoshka"):
-            if self.inference_threshold.item() < 0:
-                return select_batch_topk(x_centered, W_enc, b_enc, self.k)
-            return select_above(x_centered, W_enc, b_enc, self.inference_threshold.float())
-        if self.architecture == "jumprelu":
-            return select_above(x_centered, W_enc, b_enc, self.threshold)
-        return select_above(x_centered, W_enc, b_enc, torch.tensor(0.0))
+        return self.select(x * self.input_scale - self.b_dec)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

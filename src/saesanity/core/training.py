@@ -28,21 +28,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from saesanity.core.architectures import ARCHITECTURES, REGISTRY, make_sae
 from saesanity.core.checkpoint import atomic_write, save_sae
 from saesanity.core.data import ActivationSource, derive_seed, estimate_covariance
 from saesanity.core.device import check_device
 from saesanity.core.sae import (
-    ARCHITECTURES,
     SparseAutoencoder,
     TrainForward,
     covariance_directions,
     project_to_caps,
     unit_sphere_directions,
 )
-from saesanity.core.sae import step as heaviside
 
 VARIANTS = ("trained", "frozen_decoder", "soft_frozen_decoder", "frozen_encoder")
 INITS = ("iso", "cov")
@@ -120,7 +118,7 @@ class TrainConfig:
             # BatchTopK's inference threshold must be estimated before the run ends, or the
             # SAE has none (and would be exported as a ReLU).
             "threshold_start_step": (
-                self.architecture not in ("batchtopk", "matryoshka")
+                not getattr(REGISTRY.get(self.architecture), "estimates_threshold", False)
                 or self.threshold_start_step < self.max_samples // max(1, self.batch_size),
                 f"< the run's {self.max_samples // max(1, self.batch_size)} steps "
                 "(max_samples / batch_size), so the inference threshold is estimated",
@@ -151,10 +149,10 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def build_sae(config: TrainConfig, d_in: int) -> SparseAutoencoder:
-    return SparseAutoencoder(
+    return make_sae(
+        config.architecture,
         d_in,
         config.d_sae,
-        config.architecture,
         k=config.k,
         group_fractions=config.group_fractions,
         jumprelu_bandwidth=config.jumprelu_bandwidth,
@@ -192,30 +190,6 @@ def set_trainable(sae: SparseAutoencoder, variant: str) -> None:
     sae.W_enc.requires_grad_(variant != "frozen_encoder")
 
 
-def auxk_loss(
-    sae: SparseAutoencoder, out: TrainForward, dead: torch.Tensor, k_aux: int
-) -> torch.Tensor:
-    """AuxK (Gao et al. 2024): dead latents' top-k_aux reconstruct the residual.
-
-    Normalised by the residual's variance (dictionary_learning); decoded
-    without b_dec (sparsify issue #132); the residual is detached.
-    """
-    dead_latents = dead.nonzero().squeeze(1)
-    k_aux = min(k_aux, len(dead_latents))
-    if k_aux == 0:
-        return out.x_hat.new_zeros(())
-    x_centered = out.x_scaled - sae.b_dec
-    pre = F.linear(x_centered, sae.W_enc[dead_latents], sae.b_enc[dead_latents]).relu()
-    values, chosen = pre.topk(k_aux, dim=1)
-    residual = (out.x_scaled - out.x_hat).detach()
-    residual_hat = F.embedding_bag(
-        chosen, sae.W_dec[dead_latents], mode="sum", per_sample_weights=values
-    )
-    error = (residual - residual_hat).pow(2).sum(1).mean()
-    variance = (residual - residual.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12)
-    return error / variance
-
-
 def compute_loss(
     sae: SparseAutoencoder,
     config: TrainConfig,
@@ -225,32 +199,10 @@ def compute_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its named parts. Reconstruction error is in normalised units."""
     mse = (out.x_scaled - out.x_hat).pow(2).sum(1).mean()
-    parts = {"mse": mse}
-    if config.architecture == "matryoshka":
-        # Mean over the nested prefixes (the last prefix is the full reconstruction).
-        prefix_losses = [
-            (out.x_scaled - p).pow(2).sum(1).mean() for p in out.prefix_reconstructions
-        ]
-        loss = torch.stack(prefix_losses).mean()
-    else:
-        loss = mse
-    batch_size = out.x_scaled.shape[0]
-    if config.architecture == "relu":
-        warm = min(1.0, (step + 1) / max(1, config.l1_warmup_steps))
-        l1 = (out.values * out.per_latent(sae.W_dec.norm(dim=1))).sum() / batch_size
-        parts["l1"] = l1
-        loss = loss + config.l1_coefficient * warm * l1
-    elif config.architecture == "jumprelu":
-        warm = min(1.0, (step + 1) / max(1, config.sparsity_warmup_steps))
-        threshold = out.per_latent(sae.threshold)
-        l0 = heaviside(out.pre_values, threshold, config.jumprelu_bandwidth).sum() / batch_size
-        sparsity = (l0 / config.k - 1).pow(2)
-        parts["sparsity"] = sparsity
-        loss = loss + config.target_l0_coefficient * warm * sparsity
-    else:
-        aux = auxk_loss(sae, out, dead, config.auxk_k or sae.d_in // 2)
-        parts["auxk"] = aux
-        loss = loss + config.auxk_coefficient * aux
+    loss = sae.reconstruction_loss(out, mse)
+    name, term, weight = sae.sparsity_loss(out, config, step, dead)
+    parts = {"mse": mse, name: term}
+    loss = loss + weight * term
     return loss, {name: float(value.detach()) for name, value in parts.items()}
 
 
@@ -395,24 +347,9 @@ def train(
                 sae.normalise_decoder()
             if config.variant == "soft_frozen_decoder":
                 sae.W_dec.copy_(project_to_caps(sae.W_dec, anchors, config.soft_freeze_tau))
-            if sae.architecture == "jumprelu":
-                sae.threshold.clamp_(min=0.0)
             samples_since_fired += config.batch_size
             samples_since_fired[out.fired] = 0
-            if sae.architecture in ("batchtopk", "matryoshka"):
-                positive = out.code.values.detach()
-                positive = positive[positive > 0]
-                if positive.numel():
-                    cutoff = float(positive.min())
-                    state.batch_topk_cutoff = cutoff
-                    if step >= config.threshold_start_step:
-                        theta = sae.inference_threshold
-                        if theta.item() < 0:
-                            theta.fill_(cutoff)
-                        else:
-                            theta.mul_(config.threshold_ema).add_(
-                                (1 - config.threshold_ema) * cutoff
-                            )
+            sae.after_step(out, config, step, state)
         state.loss_history.append(float(loss.detach()))
         state.step += 1
         steps_this_call += 1

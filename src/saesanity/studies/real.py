@@ -42,14 +42,6 @@ RECONSTRUCTION_METRICS = [
     "kl_div_score",
 ]
 SAELENS_FORMAT_VERSION = "6.54.12"
-# SAELens's names for our architectures (cfg.json "architecture").
-SAELENS_ARCHITECTURES = {
-    "relu": "standard",
-    "topk": "topk",
-    "batchtopk": "jumprelu",  # SAELens saves BatchTopK as JumpReLU with one threshold
-    "matryoshka": "jumprelu",
-    "jumprelu": "jumprelu",
-}
 
 
 # ---------------------------------------------------------------- training
@@ -96,20 +88,11 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path, metadata: dict) 
         "W_dec": (sae.W_dec.detach() / scale).contiguous(),  # [d_sae, d_in]
         "b_dec": (sae.b_dec.detach() / scale).clone(),
     }
-    architecture = sae.architecture
-    if architecture == "jumprelu":
-        tensors["threshold"] = sae.threshold.detach().clone()
-    elif architecture in ("batchtopk", "matryoshka"):
-        threshold = float(sae.inference_threshold)
-        if threshold < 0:
-            raise ValueError(
-                f"{out_dir}: this {architecture} SAE's inference threshold was never "
-                "estimated (training ended before threshold_start_step); exported with "
-                "threshold 0 it would be a ReLU. Lower threshold_start_step or train longer"
-            )
-        tensors["threshold"] = torch.full((sae.d_sae,), threshold)
+    threshold = sae.saelens_threshold(out_dir)
+    if threshold is not None:
+        tensors["threshold"] = threshold
     cfg = {
-        "architecture": SAELENS_ARCHITECTURES[architecture],
+        "architecture": sae.saelens_architecture,
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
         "dtype": "float32",
@@ -122,7 +105,7 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path, metadata: dict) 
             # hook, model and context below; this is the release the format was checked
             # against (tests/test_saelens.py loads every architecture with it).
             "sae_lens_version": SAELENS_FORMAT_VERSION,
-            "saesanity_architecture": architecture,
+            "saesanity_architecture": sae.architecture,
             "hook_name": metadata.get("hook_name"),
             "model_name": metadata.get("model_name"),
             "context_size": metadata.get("context_size"),
@@ -131,8 +114,7 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path, metadata: dict) 
             **{k: v for k, v in metadata.items() if k not in ("hook_name", "model_name")},
         },
     }
-    if architecture == "topk":
-        cfg["k"] = sae.k
+    cfg.update(sae.saelens_cfg())
     atomic_write(out_dir / "sae_weights.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     write_json(out_dir / "cfg.json", cfg)
 

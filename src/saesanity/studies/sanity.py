@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from saesanity.core.architectures import make_sae
 from saesanity.core.checkpoint import load_sae, save_sae, write_json
 from saesanity.core.sae import SparseAutoencoder
 from saesanity.evals.metrics import reconstruction_metrics
@@ -133,7 +134,7 @@ def read_saelens_sae(path: str | Path, baseline_architecture: str | None = None)
     k = cfg.get("k") if architecture == "topk" else None
     if architecture == "topk" and (not isinstance(k, int) or not 0 < k <= d_sae):
         raise UserSAEError(f"{cfg_path}: k = {k!r}; a topk SAE needs an integer 1 <= k <= d_sae")
-    sae = SparseAutoencoder(d_in, d_sae, architecture, k=k)
+    sae = make_sae(architecture, d_in, d_sae, k=k)
     b_enc = tensors["b_enc"]
     if not cfg.get("apply_b_dec_to_input", True):
         # SAELens encodes x, this workflow x - b_dec: fold b_dec's image into b_enc.

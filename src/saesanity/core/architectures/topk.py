@@ -1,0 +1,57 @@
+"""TopK SAE (Gao et al. 2024): the k largest pre-activations of each sample, with the
+AuxK loss that revives dead latents (shared by the BatchTopK family)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from saesanity.core.sae import SparseAutoencoder, TrainForward
+from saesanity.core.sparse_ops import SparseCode, select_topk
+
+
+def auxk_loss(
+    sae: SparseAutoencoder, out: TrainForward, dead: torch.Tensor, k_aux: int
+) -> torch.Tensor:
+    """AuxK: the top-k_aux dead latents reconstruct the main reconstruction's residual.
+
+    Normalised by the residual's variance (dictionary_learning); decoded
+    without b_dec (sparsify issue #132); the residual is detached.
+    """
+    dead_latents = dead.nonzero().squeeze(1)
+    k_aux = min(k_aux, len(dead_latents))
+    if k_aux == 0:
+        return out.x_hat.new_zeros(())
+    x_centered = out.x_scaled - sae.b_dec
+    pre = F.linear(x_centered, sae.W_enc[dead_latents], sae.b_enc[dead_latents]).relu()
+    values, chosen = pre.topk(k_aux, dim=1)
+    residual = (out.x_scaled - out.x_hat).detach()
+    residual_hat = F.embedding_bag(
+        chosen, sae.W_dec[dead_latents], mode="sum", per_sample_weights=values
+    )
+    error = (residual - residual_hat).pow(2).sum(1).mean()
+    variance = (residual - residual.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12)
+    return error / variance
+
+
+class TopKSAE(SparseAutoencoder):
+    architecture = "topk"
+    saelens_architecture = "topk"
+    needs_k = True
+
+    def select_for_training(
+        self, x_centered: torch.Tensor, batch_topk_hint: float | None
+    ) -> SparseCode:
+        return select_topk(x_centered, self.W_enc.detach(), self.b_enc.detach(), self.k)
+
+    def select(self, x_centered: torch.Tensor) -> SparseCode:
+        return select_topk(x_centered, self.W_enc, self.b_enc, self.k)
+
+    def sparsity_loss(
+        self, out: TrainForward, config, step: int, dead: torch.Tensor
+    ) -> tuple[str, torch.Tensor, float]:
+        aux = auxk_loss(self, out, dead, config.auxk_k or self.d_in // 2)
+        return "auxk", aux, config.auxk_coefficient
+
+    def saelens_cfg(self) -> dict:
+        return {"k": self.k}
