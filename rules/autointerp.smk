@@ -7,13 +7,8 @@ from saesanity.studies import autointerp as saesanity_autointerp
 
 AUTOINTERP = config.get("autointerp", {"enabled": False})
 saesanity_autointerp.check_autointerp_config(config, REAL_RUNS)
-AUTOINTERP_L0 = saesanity_runs.real_table_l0(config)
 AUTOINTERP_RUNS = saesanity_autointerp.autointerp_runs(config, REAL_RUNS)
 AUTOINTERP_JUDGE = saesanity_autointerp.JUDGE_PATH
-
-if AUTOINTERP["enabled"]:
-    REAL_METRIC_FAMILIES["autointerp"] = [AUTOINTERP_L0]
-    REAL_TABLE1_METRICS.extend(["autointerp_score"])
 
 
 rule autointerp_all:

@@ -4,7 +4,6 @@ import os
 
 from saesanity.studies import runs as saesanity_runs
 from saesanity.sources.activation_store import read_manifest
-from saesanity.studies.real import RECONSTRUCTION_METRICS
 from saesanity.core.architectures import ARCHITECTURES
 from saesanity.core.training import INITS, VARIANTS
 from saesanity.studies.runs import USER_INIT, USER_VARIANT
@@ -81,12 +80,11 @@ REAL_SAELENS_METADATA = {
     "hook_name": f"blocks.{REAL['model']['layer']}.hook_{REAL['model']['hook']}",
     "context_size": REAL["model"]["context"],
 }
-# Metric families joined per L0 (one CSV each: results/real/l0_<L0>/<family>.csv) and
-# the metric columns table 1 reports. Evaluation rule files (sparse probing, RAVEL,
-# AutoInterp) register their family and columns when their evaluation is enabled:
-# family -> the L0s it evaluates (None: every L0 of the grid).
-REAL_METRIC_FAMILIES = {"reconstruction": None}
-REAL_TABLE1_METRICS = list(RECONSTRUCTION_METRICS)
+# Metric families joined per L0 (one CSV each: results/real/l0_<L0>/<family>.csv), each
+# with the L0s it evaluates (None: every L0 of the grid), and table 1's metric columns:
+# both follow from the config alone (saesanity.studies.runs).
+REAL_METRIC_FAMILIES = saesanity_runs.real_metric_families(config)
+REAL_TABLE1_METRICS = saesanity_runs.table1_metrics(config)
 REAL_TABLE_TITLE = (
     f"{REAL['model']['name']} {REAL_SAELENS_METADATA['hook_name']}, "
     f"L0 = {saesanity_runs.real_table_l0(config)}"

@@ -11,10 +11,6 @@ RAVEL_SOURCE = (RAVEL.get("data") or {}).get("source", "offline")
 RAVEL_HUB = RAVEL.get("huggingface") or {}
 if RAVEL["enabled"]:
     saesanity_ravel.check_ravel_config(config)
-    # Registered with the L0s it evaluates (None: every L0), see common.smk.
-    REAL_METRIC_FAMILIES["ravel"] = RAVEL["l0s"]
-    if RAVEL["l0s"] is None or saesanity_runs.real_table_l0(config) in RAVEL["l0s"]:
-        REAL_TABLE1_METRICS.extend(["ravel_disentanglement"])
 
 
 rule ravel_all:

@@ -9,13 +9,6 @@ check_probing_config(config)
 
 PROBING = config["sparse_probing"]
 PROBING_CACHE = "results/real/sparse_probing/cache/{family}.safetensors"
-PROBING_SCORES = ["sae_top_1_test_accuracy", "sae_top_5_test_accuracy"]
-if PROBING["enabled"]:
-    REAL_METRIC_FAMILIES["sparse_probing"] = PROBING["l0s"]
-    if PROBING["l0s"] is None or saesanity_runs.real_table_l0(config) in PROBING["l0s"]:
-        REAL_TABLE1_METRICS.extend(
-            [score for score in PROBING_SCORES if int(score.split("_")[2]) in PROBING["ks"]]
-        )
 
 
 wildcard_constraints:

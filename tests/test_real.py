@@ -10,6 +10,7 @@ import torch
 import yaml
 from conftest import REPO
 
+from saesanity.evals.metrics import RECONSTRUCTION_METRICS
 from saesanity.sources.activation_store import (
     ActivationStore,
     StoreError,
@@ -27,10 +28,13 @@ from saesanity.studies.real import (
 from saesanity.studies.runs import (
     ConfigError,
     check_config,
+    real_metric_families,
     real_runs,
+    real_table_l0,
     real_train_config,
     scaled_l0s,
     snapshot_points,
+    table1_metrics,
 )
 
 TEXTS = [
@@ -306,3 +310,24 @@ def test_outliers_stay_clean_when_splicing(language_model, windows, tmp_path):
     assert everywhere["spliced_fraction"] == 1.0
     assert half["spliced_fraction"] == pytest.approx(0.5, abs=0.05)
     assert half["ce_loss"] < everywhere["ce_loss"]
+
+
+def test_metric_families_and_table1_columns_follow_the_config():
+    config = _config()
+    table_l0 = real_table_l0(config)
+    families = real_metric_families(config)
+    assert list(families) == ["reconstruction", "autointerp", "sparse_probing", "ravel"]
+    assert families["autointerp"] == [table_l0] and families["reconstruction"] is None
+    columns = table1_metrics(config)
+    assert columns[: len(RECONSTRUCTION_METRICS)] == RECONSTRUCTION_METRICS
+    assert columns[len(RECONSTRUCTION_METRICS) :] == [
+        "autointerp_score", "sae_top_1_test_accuracy", "sae_top_5_test_accuracy",
+        "ravel_disentanglement",
+    ]  # fmt: skip
+    # A family that skips the table's L0 joins other L0s' tables but not table 1.
+    config["ravel"]["l0s"] = [table_l0 + 1]
+    config["sparse_probing"]["ks"] = [1, 2]
+    config["autointerp"]["enabled"] = False
+    assert "autointerp" not in real_metric_families(config)
+    assert real_metric_families(config)["ravel"] == [table_l0 + 1]
+    assert table1_metrics(config)[len(RECONSTRUCTION_METRICS) :] == ["sae_top_1_test_accuracy"]

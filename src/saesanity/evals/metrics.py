@@ -56,6 +56,18 @@ class ReconstructionStats:
         }
 
 
+# The reconstruction family's columns, per checkpoint (the real study's table 1).
+RECONSTRUCTION_METRICS = [
+    "explained_variance",
+    "l0",
+    "dead_fraction",
+    "ce_loss",
+    "kl_divergence",
+    "ce_loss_score",
+    "kl_div_score",
+]
+
+
 def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """EV of one batch with the protocol's formula."""
     stats = ReconstructionStats(num_latents=1)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from saesanity.core.checkpoint import atomic_write, load_sae, write_json
 from saesanity.core.sae import SparseAutoencoder
 from saesanity.core.training import TrainConfig, train
-from saesanity.evals.metrics import reconstruction_metrics
+from saesanity.evals.metrics import RECONSTRUCTION_METRICS, reconstruction_metrics
 from saesanity.sources.activation_store import ActivationStore
 from saesanity.sources.language_model import LanguageModel
 from saesanity.studies.runs import REAL_RUN_KEYS, real_run_from_path
@@ -32,15 +32,6 @@ from saesanity.studies.synthetic import collect_metrics
 
 log = logging.getLogger(__name__)
 
-RECONSTRUCTION_METRICS = [
-    "explained_variance",
-    "l0",
-    "dead_fraction",
-    "ce_loss",
-    "kl_divergence",
-    "ce_loss_score",
-    "kl_div_score",
-]
 SAELENS_FORMAT_VERSION = "6.54.12"
 
 

@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from saesanity.core.training import VARIANTS, TrainConfig
+from saesanity.evals.metrics import RECONSTRUCTION_METRICS
 
 RUN_KEYS = ("regime", "architecture", "variant", "init", "seed")
 SYNTHETIC_RUN_DIR = "results/synthetic/{regime}/runs/{architecture}/{variant}/{init}/seed{seed}"
@@ -245,6 +246,39 @@ def real_table_l0(config: dict) -> int:
     value = config["real"].get("table_l0")
     l0s = real_l0s(config)
     return int(value) if value is not None else l0s[len(l0s) // 2]
+
+
+# Table 1's sparse-probing columns (each when its k is evaluated).
+PROBING_SCORES = ("sae_top_1_test_accuracy", "sae_top_5_test_accuracy")
+
+
+def real_metric_families(config: dict) -> dict[str, list[int] | None]:
+    """The real study's enabled evaluation families, each with the L0s it evaluates
+    (None: every L0 of the grid), in the order their columns join per L0."""
+    families: dict[str, list[int] | None] = {"reconstruction": None}
+    if config.get("autointerp", {}).get("enabled", False):
+        families["autointerp"] = [real_table_l0(config)]
+    if config["sparse_probing"]["enabled"]:
+        families["sparse_probing"] = config["sparse_probing"]["l0s"]
+    if config.get("ravel", {}).get("enabled", False):
+        families["ravel"] = config["ravel"]["l0s"]
+    return families
+
+
+def table1_metrics(config: dict) -> list[str]:
+    """Table 1's metric columns: every family evaluated at the table's L0."""
+    table_l0 = real_table_l0(config)
+    families = real_metric_families(config)
+    at_table = {f for f, l0s in families.items() if l0s is None or table_l0 in l0s}
+    metrics = list(RECONSTRUCTION_METRICS)
+    if "autointerp" in at_table:
+        metrics.append("autointerp_score")
+    if "sparse_probing" in at_table:
+        ks = config["sparse_probing"]["ks"]
+        metrics += [score for score in PROBING_SCORES if int(score.split("_")[2]) in ks]
+    if "ravel" in at_table:
+        metrics.append("ravel_disentanglement")
+    return metrics
 
 
 def real_runs(config: dict) -> list[dict]:
