@@ -70,7 +70,7 @@ rule autointerp_score:
     resources:
         **job_resources("evaluate"),
     conda:
-        "../envs/saesanity.yaml"
+        "../envs/judge.yaml"
     script:
         "../workflow_scripts/autointerp_score.py"
 

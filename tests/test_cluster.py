@@ -157,19 +157,46 @@ def conda_requirements(path: Path) -> dict[str, SpecifierSet]:
     return dict(split_requirement(entry) for entry in entries)
 
 
+# The pyproject extras each environment adds to the project's dependencies.
+ENV_EXTRAS = {"saesanity.yaml": (), "judge.yaml": ("judge",)}
+
+
 @pytest.mark.parametrize("env_file", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
 def test_conda_environment_matches_pyproject(env_file):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert env_file.name in ENV_EXTRAS, f"{env_file.name}: say which extras it adds"
     required = dict(split_requirement(r) for r in project["dependencies"])
     listed = conda_requirements(env_file)
     assert set(required) <= set(listed), f"{env_file.name} lacks {set(required) - set(listed)}"
     for name, specifier in required.items():
         assert listed[name] == specifier, f"{env_file.name}: {name}{listed[name]} != {specifier}"
-    extra = set(listed) - set(required) - {"python", "pip"}
+    extras = dict(
+        split_requirement(r)
+        for extra in ENV_EXTRAS[env_file.name]
+        for r in project["optional-dependencies"][extra]
+    )
+    for name, specifier in extras.items():
+        # A conda-forge binary may carry a range; it must hold the version pip pins.
+        pinned = str(specifier).removeprefix("==")
+        assert listed.get(name) is not None and listed[name].contains(pinned), (
+            f"{env_file.name}: {name}{listed.get(name)} does not hold {specifier}"
+        )
+    extra = set(listed) - set(required) - set(extras) - {"python", "pip"}
     assert not extra, f"{env_file.name} lists packages pyproject.toml does not: {extra}"
     # The environment's Python satisfies the project's requires-python.
     lowest = re.search(r">=\s*([\d.]+)", str(listed["python"])).group(1)
     assert SpecifierSet(project["requires-python"]).contains(lowest)
+
+
+def test_every_rule_uses_an_environment_that_exists():
+    used = set(re.findall(r'conda:\s*\n\s*"\.\./(envs/[^"]+)"', "".join(
+        path.read_text() for path in (REPO / "rules").glob("*.smk")
+    )))  # fmt: skip
+    assert used == {"envs/saesanity.yaml", "envs/judge.yaml"}
+    assert all((REPO / path).exists() for path in used)
+    # Only AutoInterp's scoring loads the offline judge.
+    autointerp = (REPO / "rules" / "autointerp.smk").read_text()
+    assert autointerp.count("envs/judge.yaml") == 1
 
 
 def test_split_requirement_reads_both_spellings():

@@ -93,6 +93,19 @@ class JudgeCrashedError(RuntimeError):
     """llama.cpp died (a signal, not a Python error) while loading or running the judge."""
 
 
+def require_llama_cpp() -> None:
+    """The offline judge's runtime, or an error that says how to get it."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "the offline AutoInterp judge (autointerp.judge.backend: local) needs "
+            "llama-cpp-python: pip install 'saesanity[judge]' (builds llama.cpp, about 6 "
+            "minutes), conda: envs/judge.yaml; or use a judge server "
+            "(autointerp.judge.backend: http)"
+        ) from error
+
+
 def cpu_flags(cpuinfo_path: str | Path = "/proc/cpuinfo") -> set[str]:
     """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
     try:
@@ -152,6 +165,7 @@ def serve_llama_cpp(arguments: list[str], extra_buffer_types: str | bool = "auto
     From a shell: `python -m saesanity.evals.judges --model judge.gguf --port 8000`."""
     import runpy
 
+    require_llama_cpp()
     enabled = use_extra_buffer_types(extra_buffer_types)
     with _model_params_with_extra_buffers(enabled):
         sys.argv = ["llama_cpp.server", *arguments]
@@ -171,6 +185,7 @@ def probe_llama_cpp(model_path: str | Path, extra_buffer_types: str | bool = "au
     """Load `model_path` and evaluate a few tokens in a child process, so that a crash
     inside llama.cpp (SIGSEGV, SIGILL) becomes a named error instead of killing the job
     with a bare signal."""
+    require_llama_cpp()
     result = subprocess.run(
         [sys.executable, "-c", _PROBE, str(model_path), str(extra_buffer_types)],
         capture_output=True,
@@ -211,6 +226,7 @@ class LlamaCppJudge:
         extra_buffer_types: str | bool = "auto",
         probe: bool = True,
     ):
+        require_llama_cpp()
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
