@@ -29,7 +29,7 @@ rule autointerp_fetch_judge:
         gguf=AUTOINTERP_JUDGE,
         provenance="resources/judge/provenance.json",
     params:
-        local=AUTOINTERP["judge"].get("local") if AUTOINTERP["enabled"] else None,
+        gguf=lambda wc: judge_gguf(AUTOINTERP["judge"]["local"]["gguf"]),
     log:
         "logs/autointerp/fetch_judge.log",
     benchmark:

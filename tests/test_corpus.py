@@ -16,9 +16,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
+from saesanity.offline.pins import ARCHIVES
 from saesanity.sources.corpus import (
-    ARCHIVES,
     CORPUS_SOURCES,
     CorpusError,
     build_corpus,
@@ -33,6 +34,7 @@ from saesanity.sources.corpus import (
     strip_wikitext,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["bbc_news", "vader_snippets"]
 
 
@@ -199,3 +201,31 @@ def test_registry_entries_are_complete():
         assert s.name == name and s.package in ARCHIVES
         assert s.genre and s.licence and s.members and callable(s.parser)
         assert len(ARCHIVES[s.package].sha256) == 64
+
+
+def test_every_pin_is_well_formed_and_every_config_names_pinned_files():
+    from saesanity.offline.pins import (
+        DEBIAN_INDEX,
+        DEBIAN_PACKAGES,
+        PINS,
+        embedded_model,
+        judge_gguf,
+    )
+
+    for archive in ARCHIVES.values():
+        assert len(archive.sha256) == 64 and archive.size_bytes > 0
+        assert archive.version in archive.filename
+        assert archive.pip_args[:2] in (("--no-binary", ":all:"), ("--only-binary", ":all:"))
+    for package in DEBIAN_PACKAGES.values():
+        assert len(package.sha256) == 64
+    assert {"packages_sha256", "translation_sha256", "mirror"} <= set(DEBIAN_INDEX)
+    for section in ("models", "judges"):
+        for pin in PINS[section].values():
+            assert len(pin["sha256"]) == 64 and pin["package"] and pin["file"]
+    for name in ("config.yaml", "config/smoke.yaml"):
+        config = yaml.safe_load((REPO / name).read_text())
+        if config.get("real", {}).get("model", {}).get("embedded"):
+            assert embedded_model(config["real"]["model"]["embedded"])["package"]
+        local = config.get("autointerp", {}).get("judge", {}).get("local", {})
+        if "gguf" in local:
+            assert judge_gguf(local["gguf"])["parts"] >= 1

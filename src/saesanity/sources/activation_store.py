@@ -44,7 +44,8 @@ from tqdm import tqdm
 
 from saesanity.core.checkpoint import atomic_write, finite_or_null, write_json
 from saesanity.core.data import derive_seed
-from saesanity.sources.language_model import LanguageModel, sha256_of
+from saesanity.offline.fetch import sha256_of
+from saesanity.sources.language_model import LanguageModel
 
 log = logging.getLogger(__name__)
 

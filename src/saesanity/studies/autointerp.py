@@ -4,6 +4,7 @@ each rule's slice of the config, and the checks that name a bad key."""
 from __future__ import annotations
 
 from saesanity.evals.autointerp import ContextSettings
+from saesanity.offline.pins import judge_gguf
 from saesanity.studies.runs import ConfigError, real_run_dir, real_table_l0
 
 JUDGE_PATH = "resources/judge/judge.gguf"
@@ -36,6 +37,11 @@ def check_autointerp_config(config: dict, real_runs: list[dict]) -> None:
             f"config autointerp.judge.backend = {judge['backend']!r}: autointerp.judge has no "
             f"{judge['backend']!r} section"
         )
+    if judge["backend"] == "local":
+        try:
+            judge_gguf(judge["local"]["gguf"])
+        except KeyError as error:
+            raise ConfigError(f"config {error.args[0]}") from None
 
 
 def autointerp_runs(config: dict, real_runs: list[dict]) -> list[dict]:
@@ -84,7 +90,8 @@ def judge_label(config: dict) -> str:
     """Names the judge on figures: offline scores are not comparable with GPT-4o-mini's."""
     judge = config["autointerp"]["judge"]
     if judge["backend"] == "local":
-        return f"judge: {judge['local']['name']} (offline; not comparable with GPT-4o-mini)"
+        name = judge_gguf(judge["local"]["gguf"])["name"]
+        return f"judge: {name} (offline; not comparable with GPT-4o-mini)"
     return f"judge: {judge['http']['model']} via {judge['http']['base_url']}"
 
 

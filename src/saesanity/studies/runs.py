@@ -15,6 +15,7 @@ from pathlib import Path
 
 from saesanity.core.training import VARIANTS, TrainConfig
 from saesanity.evals.metrics import RECONSTRUCTION_METRICS
+from saesanity.offline.pins import embedded_model, judge_gguf
 
 RUN_KEYS = ("regime", "architecture", "variant", "init", "seed")
 SYNTHETIC_RUN_DIR = "results/synthetic/{regime}/runs/{architecture}/{variant}/{init}/seed{seed}"
@@ -416,6 +417,17 @@ def check_real_config(config: dict) -> None:
     study = config.get("real")
     if study is None:
         return
+    if study["model"].get("embedded"):
+        try:
+            embedded_model(study["model"]["embedded"])
+        except KeyError as error:
+            raise ConfigError(error.args[0]) from None
+    judge = (config.get("autointerp") or {}).get("judge") or {}
+    if judge.get("backend") == "local":
+        try:
+            judge_gguf(judge["local"]["gguf"])
+        except KeyError as error:
+            raise ConfigError(error.args[0]) from None
     for name in study["enabled_runs"]:
         if name not in study["runs"]:
             raise ConfigError(

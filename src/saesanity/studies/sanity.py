@@ -22,8 +22,9 @@ from saesanity.core.architectures import make_sae
 from saesanity.core.checkpoint import load_sae, save_sae, write_json
 from saesanity.core.sae import SparseAutoencoder
 from saesanity.evals.metrics import reconstruction_metrics
+from saesanity.offline.fetch import sha256_of
 from saesanity.sources.activation_store import ActivationStore
-from saesanity.sources.language_model import HOOKS, sha256_of
+from saesanity.sources.language_model import HOOKS
 from saesanity.studies.runs import USER_VARIANT
 
 CFG_FILE = "cfg.json"
