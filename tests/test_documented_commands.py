@@ -67,3 +67,34 @@ def test_documented_command_dry_runs(where, command):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{where}: {command}\n{output[-3000:]}"
+
+
+# Maps whose keys are names the user chooses (groups, regimes, families, ...) or training
+# fields (checked against TrainConfig in tests/test_training.py): below them only the map
+# itself must be documented.
+FREE_FORM = ("runs", "regimes", "training", "architectures", "by_l0", "huggingface",
+             "classes", "variants", "attributes")  # fmt: skip
+
+
+def config_keys(mapping: dict, path: tuple = ()) -> list[tuple]:
+    keys = []
+    for key, value in mapping.items():
+        keys.append((*path, str(key)))
+        if isinstance(value, dict) and str(key) not in FREE_FORM:
+            keys += config_keys(value, (*path, str(key)))
+    return keys
+
+
+def test_every_config_key_is_in_the_config_guide():
+    import yaml
+
+    guide = (REPO / "docs" / "config.md").read_text()
+    spans = " ".join(re.findall(r"`([^`]+)`", guide))
+    tokens = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", spans))
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    missing = [".".join(path) for path in config_keys(config) if path[-1] not in tokens]
+    assert not missing, f"docs/config.md does not document {missing}"
+    # Every training field a config sets is in the training table.
+    for study in ("synthetic", "real"):
+        for key in config[study]["training"]:
+            assert f"`{key}`" in guide or f"`{key}`," in guide or key in tokens, key
