@@ -292,3 +292,18 @@ def test_table1_errors(tmp_path: Path) -> None:
         real_plots.figure_table1(_table().drop(columns="ce_loss_std"), tmp_path / "t.pdf", "t")
     with pytest.raises(ValueError, match="seeds"):
         real_plots.figure_table1(_table().drop(columns="seeds"), tmp_path / "t.pdf", "t")
+
+
+def test_the_sparse_probing_figure_is_the_same_bytes_when_drawn_again(tmp_path):
+    metrics = _metrics()
+    rng = np.random.default_rng(1)
+    for k in (1, 5):
+        metrics[f"sae_top_{k}_test_accuracy"] = rng.uniform(0.6, 0.9, len(metrics))
+    baselines = pd.DataFrame(
+        [{"family": "all", "llm_top_1_test_accuracy": 0.67, "llm_top_5_test_accuracy": 0.85}]
+    )
+    paths = [tmp_path / "first.pdf", tmp_path / "second.pdf"]
+    for path in paths:
+        real_plots.figure_sparse_probing(metrics, baselines, [1, 5], path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert b"/CreationDate" not in paths[0].read_bytes()  # the clock would change the bytes

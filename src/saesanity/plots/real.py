@@ -619,7 +619,8 @@ def figure_sparse_probing(
             )
 
     def write(tmp_path: Path) -> None:
-        with PdfPages(tmp_path) as pdf:
+        # No creation date: a rerun writes the same bytes (as style.save_figure does).
+        with PdfPages(tmp_path, metadata={"CreationDate": None}) as pdf:
             for figure in figures:
                 pdf.savefig(figure)
 
