@@ -26,6 +26,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def residual_by_shard(model, windows, windows_per_shard: int = 3):
+    """The activations an extraction with `windows_per_shard` stores, computed shard by
+    shard as it does: float32 kernels can round differently for another batch shape
+    (oneDNN on Intel CPUs does), so stores compare with these bit for bit."""
+    import torch
+
+    tokens = torch.from_numpy(windows).long()
+    parts = [
+        model.residual(tokens[start : start + windows_per_shard])[:, 1:]
+        for start in range(0, len(tokens), windows_per_shard)
+    ]
+    return torch.cat(parts).reshape(-1, model.d_model)
+
+
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2 model converted to a Hugging Face directory, fetched with

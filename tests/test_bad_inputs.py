@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, residual_by_shard
 from safetensors.torch import load_file, save_file
 
 from saesanity.cli import check_config_files, configfiles_in, load_config_file
@@ -418,17 +418,6 @@ class CountingModel:
 
 def stored(path) -> torch.Tensor:
     return torch.cat(list(ActivationStore(path).iter_batches(1000)))
-
-
-def residual_by_shard(model, windows, windows_per_shard: int = 3) -> torch.Tensor:
-    """The activations the extraction stores, computed shard by shard as it does: float32
-    kernels can round differently for another batch shape (oneDNN on Intel CPUs does)."""
-    tokens = torch.from_numpy(windows).long()
-    parts = [
-        model.residual(tokens[start : start + windows_per_shard])[:, 1:]
-        for start in range(0, len(tokens), windows_per_shard)
-    ]
-    return torch.cat(parts).reshape(-1, model.d_model)
 
 
 def test_changing_the_layer_re_extracts_every_shard(

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, residual_by_shard
 
 from saesanity.evals.metrics import RECONSTRUCTION_METRICS
 from saesanity.sources.activation_store import (
@@ -107,13 +107,7 @@ def test_store_round_trip_is_exact_and_leaves_out_bos(language_model, windows, s
     manifest = store.manifest
     assert manifest["tokens"] == 10 * 15 and len(manifest["shards"]) == 4
     assert manifest["hook"] == "blocks.14.hook_resid_post" and manifest["d_model"] == 576
-    # Computed shard by shard, as extracted: float32 kernels can round differently for
-    # another batch shape (oneDNN on Intel CPUs does), so the store is compared with the
-    # same forward passes, bit for bit.
-    tokens = torch.from_numpy(windows).long()
-    expected = torch.cat(
-        [language_model.residual(tokens[start : start + 3])[:, 1:] for start in range(0, 10, 3)]
-    )
+    expected = residual_by_shard(language_model, windows)  # as extracted, 3 windows a shard
     stored = torch.cat(list(store.iter_batches(batch_size=7)))
     assert torch.equal(stored, expected.reshape(-1, 576))
     # The normalisation constant makes E||x||^2 = 1 over the stored tokens.

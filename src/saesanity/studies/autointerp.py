@@ -37,11 +37,6 @@ def check_autointerp_config(config: dict, real_runs: list[dict]) -> None:
             f"config autointerp.judge.backend = {judge['backend']!r}: autointerp.judge has no "
             f"{judge['backend']!r} section"
         )
-    if judge["backend"] == "local":
-        try:
-            judge_gguf(judge["local"]["gguf"])
-        except KeyError as error:
-            raise ConfigError(f"config {error.args[0]}") from None
 
 
 def autointerp_runs(config: dict, real_runs: list[dict]) -> list[dict]:

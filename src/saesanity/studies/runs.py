@@ -134,6 +134,12 @@ def check_config(config: dict) -> None:
         except (ValueError, TypeError) as error:
             raise ConfigError(f"synthetic run {run}: {error}") from error
     check_real_config(config)
+    judge = (config.get("autointerp") or {}).get("judge") or {}
+    if judge.get("backend") == "local":
+        try:
+            judge_gguf(judge["local"]["gguf"])
+        except KeyError as error:
+            raise ConfigError(error.args[0]) from None
 
 
 def set_threads(requested: int) -> int:
@@ -420,12 +426,6 @@ def check_real_config(config: dict) -> None:
     if study["model"].get("embedded"):
         try:
             embedded_model(study["model"]["embedded"])
-        except KeyError as error:
-            raise ConfigError(error.args[0]) from None
-    judge = (config.get("autointerp") or {}).get("judge") or {}
-    if judge.get("backend") == "local":
-        try:
-            judge_gguf(judge["local"]["gguf"])
         except KeyError as error:
             raise ConfigError(error.args[0]) from None
     for name in study["enabled_runs"]:

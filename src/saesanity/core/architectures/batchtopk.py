@@ -8,15 +8,14 @@ from pathlib import Path
 
 import torch
 
-from saesanity.core.architectures.topk import auxk_loss
-from saesanity.core.sae import SparseAutoencoder, TrainForward
+from saesanity.core.architectures.topk import TopKFamilySAE
+from saesanity.core.sae import TrainForward
 from saesanity.core.sparse_ops import SparseCode, select_above, select_batch_topk
 
 
-class BatchTopKSAE(SparseAutoencoder):
+class BatchTopKSAE(TopKFamilySAE):
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
-    needs_k = True
     estimates_threshold = True
 
     def __init__(
@@ -37,12 +36,6 @@ class BatchTopKSAE(SparseAutoencoder):
             return select_batch_topk(x_centered, self.W_enc, self.b_enc, self.k)
         threshold = self.inference_threshold.float()
         return select_above(x_centered, self.W_enc, self.b_enc, threshold)
-
-    def sparsity_loss(
-        self, out: TrainForward, config, step: int, dead: torch.Tensor
-    ) -> tuple[str, torch.Tensor, float]:
-        aux = auxk_loss(self, out, dead, config.auxk_k or self.d_in // 2)
-        return "auxk", aux, config.auxk_coefficient
 
     @torch.no_grad()
     def after_step(self, out: TrainForward, config, step: int, state) -> None:

@@ -34,10 +34,21 @@ def auxk_loss(
     return error / variance
 
 
-class TopKSAE(SparseAutoencoder):
+class TopKFamilySAE(SparseAutoencoder):
+    """Keeps k latents (per sample or per batch); AuxK revives the dead ones."""
+
+    needs_k = True
+
+    def sparsity_loss(
+        self, out: TrainForward, config, step: int, dead: torch.Tensor
+    ) -> tuple[str, torch.Tensor, float]:
+        aux = auxk_loss(self, out, dead, config.auxk_k or self.d_in // 2)
+        return "auxk", aux, config.auxk_coefficient
+
+
+class TopKSAE(TopKFamilySAE):
     architecture = "topk"
     saelens_architecture = "topk"
-    needs_k = True
 
     def select_for_training(
         self, x_centered: torch.Tensor, batch_topk_hint: float | None
@@ -46,12 +57,6 @@ class TopKSAE(SparseAutoencoder):
 
     def select(self, x_centered: torch.Tensor) -> SparseCode:
         return select_topk(x_centered, self.W_enc, self.b_enc, self.k)
-
-    def sparsity_loss(
-        self, out: TrainForward, config, step: int, dead: torch.Tensor
-    ) -> tuple[str, torch.Tensor, float]:
-        aux = auxk_loss(self, out, dead, config.auxk_k or self.d_in // 2)
-        return "auxk", aux, config.auxk_coefficient
 
     def saelens_cfg(self) -> dict:
         return {"k": self.k}
