@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 
 from saesanity.core.architectures import ARCHITECTURES
+from saesanity.core.precision import cpu_flags
 from saesanity.core.sae import unit_sphere_directions
 from saesanity.core.training import TrainConfig, build_sae, compute_loss
-from saesanity.evals.judges import cpu_flags
 
 OUT = Path(__file__).resolve().parent / "out" / "precision.csv"
 

@@ -211,3 +211,60 @@ def test_the_schemas_training_section_is_trainconfig():
         # "int | None" -> int; "tuple[float, float]" -> tuple
         base = str(field.type).split("|")[0].split("[")[0].strip()
         assert schema_type(section[name], defs) == SCHEMA_TYPES[base], name
+
+
+# ------------------------------------------------------------------------- precision
+def eval_ev_and_l0(sae) -> tuple[float, float]:
+    x = SyntheticSource(TRUTH, 5, "eval").batch(0, 2048)
+    code = sae.encode_sparse(x)
+    x_hat = sae.decode_sparse(code)
+    ev = 1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    return float(ev), float(code.l0_per_sample().mean())
+
+
+def test_precision_auto_is_float32_without_native_bf16(tmp_path, monkeypatch):
+    from saesanity.core import precision
+
+    assert precision.resolve_precision("auto", "cpu", flags=set()) == "float32"
+    assert precision.resolve_precision("auto", "cpu", flags={"amx_bf16"}) == "bfloat16"
+    assert precision.resolve_precision("auto", "cpu", flags={"avx512_bf16"}) == "bfloat16"
+    assert precision.resolve_precision("bfloat16", "cpu", flags=set()) == "bfloat16"
+    # The trainer asks the same detection: a CPU without the flags trains in float32,
+    # bit for bit like precision: float32, and says so in sae.json.
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
+    auto = run(small_config(precision="auto"), tmp_path, "auto")
+    plain = run(small_config(precision="float32"), tmp_path, "plain")
+    assert json.loads((tmp_path / "auto" / "sae.json").read_text())["precision"] == "float32"
+    assert torch.equal(auto.W_enc, plain.W_enc)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    run(small_config(precision="auto"), tmp_path, "amx")
+    assert json.loads((tmp_path / "amx" / "sae.json").read_text())["precision"] == "bfloat16"
+
+
+def test_a_saved_state_resumes_only_in_its_own_precision(tmp_path, monkeypatch):
+    """`auto` can resolve differently on the node that resumes a run: the state of a
+    float32 run must not be continued in bf16 (nor the reverse)."""
+    from saesanity.core import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: set())
+    run(small_config(precision="auto"), tmp_path, stop_after_steps=5)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16"})
+    resumed = run(small_config(precision="auto"), tmp_path)
+    fresh = run(small_config(precision="bfloat16"), tmp_path, "fresh")
+    assert torch.equal(resumed.W_enc, fresh.W_enc)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_bf16_training_matches_float32(architecture, tmp_path):
+    """bf16 autocast changes rounding, not what is learned: the same L0 (TopK: exactly k)
+    and an EV within 0.02 of float32's after the same steps (docs/trainer.md gives the
+    measured differences at full size)."""
+    config = dict(architecture=architecture, max_samples=128 * 60, lr=3e-3)
+    ev32, l0_32 = eval_ev_and_l0(run(small_config(**config), tmp_path, "f32"))
+    ev16, l0_16 = eval_ev_and_l0(run(small_config(**config, precision="bfloat16"), tmp_path))
+    meta = json.loads((tmp_path / "run" / "sae.json").read_text())
+    assert meta["precision"] == "bfloat16"
+    assert abs(ev16 - ev32) <= 0.02, (ev16, ev32)
+    if architecture == "topk":
+        assert l0_16 == l0_32 == 4
+    assert abs(l0_16 - l0_32) <= 0.05 * l0_32 + 0.1, (l0_16, l0_32)

@@ -178,7 +178,9 @@ class SparseAutoencoder(nn.Module):
         self, x_scaled: torch.Tensor, x_centered: torch.Tensor
     ) -> TrainForward:
         """Plain dense forward, for the dense early phase of dense-start architectures."""
-        pre = F.linear(x_centered, self.W_enc, self.b_enc)
+        # float32 pre-activations even under a bf16 autocast: the activation, the sparsity
+        # loss and JumpReLU's threshold kernel see float32, as in the sparse path.
+        pre = F.linear(x_centered, self.W_enc, self.b_enc).float()
         values = self.activation(pre, None)
         x_hat = values @ self.W_dec + self.b_dec
         active = values.detach() > 0

@@ -7,6 +7,10 @@ encoder forward; these kernels make those parts O(B * k * d) instead of
 O(B * m * d), in the spirit of sparsify's fused encoder.
 
 Activations are passed around as a row-sorted COO code (`SparseCode`).
+
+Precision: under a bfloat16 autocast (`saesanity.core.precision`) only the dense
+selection GEMM runs in bf16; the selected values are handed on in float32, so the sparse
+kernels, the decoder and every gradient stay float32, like the parameters.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from saesanity.core.precision import matmul_dtype
 
 # Rows per chunk of the dense pre-activation matrix: keeps each (chunk x m) block
 # small enough to stay in cache and below glibc's mmap threshold (a fresh 50 MB
@@ -148,6 +154,12 @@ def sparse_decode(values: torch.Tensor, W_dec: torch.Tensor, code: SparseCode) -
     )
 
 
+def _encoder_columns(W_enc: torch.Tensor) -> torch.Tensor:
+    """W_enc as a contiguous (d x m) matrix (~2x faster GEMM on CPU than the transposed
+    view), cast once to the dtype of the products here (bf16 inside a bf16 autocast)."""
+    return W_enc.t().to(matmul_dtype(W_enc)).contiguous()
+
+
 @torch.no_grad()
 def select_topk(
     x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
@@ -155,11 +167,11 @@ def select_topk(
     """Per-sample top-k of the pre-activations, ReLU applied to the kept values."""
     batch_size, num_latents = x_centered.shape[0], W_enc.shape[0]
     values, latents = [], []
-    encoder_columns = W_enc.t().contiguous()  # (d x m) contiguous: ~2x faster GEMM on CPU
+    encoder_columns = _encoder_columns(W_enc)
     for chunk in x_centered.split(PREACT_CHUNK_ROWS):
         pre = torch.addmm(b_enc, chunk, encoder_columns)
         chunk_values, chunk_latents = pre.topk(k, dim=1, sorted=False)
-        values.append(chunk_values.relu_())
+        values.append(chunk_values.relu_().float())
         latents.append(chunk_latents)
     rows = torch.arange(batch_size, device=x_centered.device).repeat_interleave(k)
     return SparseCode(
@@ -174,7 +186,7 @@ def select_above(
     """All entries whose pre-activation exceeds `threshold` (scalar or per latent)."""
     batch_size, num_latents = x_centered.shape[0], W_enc.shape[0]
     rows, latents, values = [], [], []
-    encoder_columns = W_enc.t().contiguous()
+    encoder_columns = _encoder_columns(W_enc)
     for start, chunk in zip(
         range(0, batch_size, PREACT_CHUNK_ROWS), x_centered.split(PREACT_CHUNK_ROWS), strict=True
     ):
@@ -182,7 +194,7 @@ def select_above(
         chunk_rows, chunk_latents = (pre > threshold).nonzero(as_tuple=True)
         rows.append(chunk_rows + start)
         latents.append(chunk_latents)
-        values.append(pre[chunk_rows, chunk_latents])
+        values.append(pre[chunk_rows, chunk_latents].float())
     return SparseCode(
         torch.cat(rows), torch.cat(latents), torch.cat(values), batch_size, num_latents
     )

@@ -34,6 +34,7 @@ from saesanity.core.architectures import ARCHITECTURES, REGISTRY, make_sae
 from saesanity.core.checkpoint import atomic_write, save_sae
 from saesanity.core.data import ActivationSource, derive_seed, estimate_covariance
 from saesanity.core.device import check_device
+from saesanity.core.precision import PRECISIONS, autocast, resolve_precision
 from saesanity.core.sae import (
     SparseAutoencoder,
     TrainForward,
@@ -97,6 +98,9 @@ class TrainConfig:
     sparsity_warmup_steps: int = 200
     # Matryoshka
     group_fractions: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.2])
+    # float32, bfloat16 (autocast, float32 master weights) or auto (bfloat16 where the
+    # device multiplies it natively); see saesanity.core.precision.
+    precision: str = "float32"
     # Bookkeeping
     log_every_steps: int = 10
     checkpoint_every_steps: int = 100
@@ -115,6 +119,7 @@ class TrainConfig:
             "lr": (self.lr > 0, "> 0"),
             "encoder_init_norm": (self.encoder_init_norm > 0, "> 0"),
             "b_dec_init": (self.b_dec_init in ("mean", "zeros"), "'mean' or 'zeros'"),
+            "precision": (self.precision in PRECISIONS, f"one of {PRECISIONS}"),
             # BatchTopK's inference threshold must be estimated before the run ends, or the
             # SAE has none (and would be exported as a ReLU).
             "threshold_start_step": (
@@ -215,6 +220,7 @@ class TrainState:
     curve: list[dict] = field(default_factory=list)
     stop_reason: str = ""
     wall_seconds: float = 0.0
+    precision: str = ""  # what config.precision resolved to on this device
 
 
 def plateaued(config: TrainConfig, history: list[float]) -> bool:
@@ -231,16 +237,18 @@ def plateaued(config: TrainConfig, history: list[float]) -> bool:
     return (previous - current) / max(previous, 1e-12) < config.plateau_rel_tol
 
 
-def resume_fingerprint(config: TrainConfig, source: ActivationSource) -> str:
-    """The identity a saved training state must have to be resumed: the training config
-    and the data (a source's `identity`: a store's manifest, a ground truth's hash)."""
+def resume_fingerprint(config: TrainConfig, source: ActivationSource, precision: str) -> str:
+    """The identity a saved training state must have to be resumed: the training config,
+    the data (a source's `identity`: a store's manifest, a ground truth's hash) and the
+    precision the config resolved to on this device."""
     data = getattr(source, "identity", None)
     if data is None:
         raise TypeError(
             f"{type(source).__name__} has no `identity`: training could not tell, on "
             "resume, whether the data is still the data the state was trained on"
         )
-    return hashlib.sha256(f"{config.fingerprint()}:{data}".encode()).hexdigest()[:16]
+    identity = f"{config.fingerprint()}:{data}:{precision}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def _save_state(path: Path, sae, optimizer, state: TrainState, anchors, fingerprint) -> None:
@@ -283,7 +291,8 @@ def train(
     sae = build_sae(config, source.d_in)
     state = TrainState()
     resumed = False
-    fingerprint = resume_fingerprint(config, source)
+    precision = resolve_precision(config.precision, device)
+    fingerprint = resume_fingerprint(config, source, precision)
     if state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         if saved["fingerprint"] == fingerprint:
@@ -299,13 +308,14 @@ def train(
             )
     if not resumed:
         log.info(
-            "training %s: %s %s %s, %d steps of %d samples",
+            "training %s: %s %s %s, %d steps of %d samples, %s",
             run_label(out_dir), config.architecture, config.variant, config.init,
-            config.max_steps, config.batch_size,
+            config.max_steps, config.batch_size, precision,
         )  # fmt: skip
         initialise_sae(sae, config, source)
         anchors = sae.W_dec.detach().clone()
         state.samples_since_fired = torch.zeros(config.d_sae, dtype=torch.long)
+    state.precision = precision
     sae.to(device)
     anchors = anchors.to(device)
     set_trainable(sae, config.variant)
@@ -329,9 +339,10 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         hint = None if state.batch_topk_cutoff is None else 0.8 * state.batch_topk_cutoff
-        out = sae.forward_train(x, batch_topk_hint=hint)
         dead = samples_since_fired >= config.dead_after_samples
-        loss, parts = compute_loss(sae, config, out, step, dead)
+        with autocast(precision, device):
+            out = sae.forward_train(x, batch_topk_hint=hint)
+            loss, parts = compute_loss(sae, config, out, step, dead)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if decoder_trained:
@@ -415,6 +426,7 @@ def _metadata(config: TrainConfig, state: TrainState) -> dict:
         "samples_seen": state.step * config.batch_size,
         "steps": state.step,
         "stop_reason": state.stop_reason,
+        "precision": state.precision,
         "wall_seconds": round(state.wall_seconds, 2),
         "final_loss_window_change": _final_relative_change(config, state.loss_history),
     }

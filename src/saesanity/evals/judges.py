@@ -33,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from saesanity.core.precision import cpu_flags
 from saesanity.sources.language_model import ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -101,18 +102,6 @@ def require_llama_cpp() -> None:
             "minutes), conda: envs/judge.yaml; or use a judge server "
             "(autointerp.judge.backend: http)"
         ) from error
-
-
-def cpu_flags(cpuinfo_path: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
-    try:
-        text = Path(cpuinfo_path).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def use_extra_buffer_types(setting: str | bool, flags: set[str] | None = None) -> bool:
