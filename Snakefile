@@ -31,6 +31,7 @@ include: "rules/length_study.smk"
 include: "rules/autointerp.smk"
 include: "rules/sparse_probing.smk"
 include: "rules/ravel.smk"
+include: "rules/theory.smk"
 include: "rules/provenance.smk"
 include: "rules/sanity.smk"
 
@@ -44,4 +45,5 @@ rule all:
         rules.autointerp_all.input,
         rules.sparse_probing_all.input,
         rules.ravel_all.input,
+        rules.theory_all.input,
         rules.provenance_all.input,

@@ -8,6 +8,7 @@ rule real_all:
         "results/real/metrics.csv",
         "results/real/table1.csv",
         "figures/table1.pdf",
+        "figures/summary_bars.pdf",
         "figures/real_reconstruction.pdf",
         "figures/real_drift.pdf",
 
@@ -286,6 +287,32 @@ rule real_table1:
         "../envs/saesanity.yaml"
     script:
         "../workflow_scripts/real_table1.py"
+
+
+rule real_summary_bars:
+    # The headline metrics of table 1 as bars (the families the config evaluates there).
+    input:
+        table="results/real/table1.csv",
+    output:
+        report(
+            "figures/summary_bars.pdf",
+            caption="../report/summary_bars.rst",
+            category="Case study 2: real activations",
+        ),
+    params:
+        title=REAL_TABLE_TITLE,
+        columns=lambda wc: REAL_TABLE1_METRICS,
+    log:
+        "logs/real/summary_bars.log",
+    benchmark:
+        "benchmarks/real/summary_bars.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/real_summary_bars.py"
 
 
 rule real_figures:
