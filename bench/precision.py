@@ -57,13 +57,15 @@ def time_steps(architecture, precision, batches, d_sae, k, warmup, steps) -> dic
     config, sae = fresh_sae(architecture, batches[0].shape[1], d_sae, k)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
     dead = torch.zeros(d_sae, dtype=torch.bool)
-    first_loss, times = None, []
+    first_loss, times, active_fraction = None, [], None
     for step in range(warmup + steps):
         x = batches[step % len(batches)]
         started = time.perf_counter()
         with precision_context(precision):
-            out = sae.forward_train(x)
+            # As the trainer does: the last step's active fraction picks the dense path.
+            out = sae.forward_train(x, active_fraction_hint=active_fraction)
             loss, _ = compute_loss(sae, config, out, step, dead)
+        active_fraction = float(out.l0_per_sample.mean()) / d_sae
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -405,6 +405,7 @@ class CountingModel:
     def __init__(self, model, nan=False, fail_after=None):
         self.model, self.nan, self.fail_after, self.calls = model, nan, fail_after, 0
         self.spec, self.d_model, self.loaded = model.spec, model.d_model, model.loaded
+        self.precision = model.precision
 
     def residual(self, tokens):
         if self.fail_after is not None and self.calls >= self.fail_after:
@@ -431,6 +432,28 @@ def test_changing_the_layer_re_extracts_every_shard(
     assert manifest["layer"] == 13 and counting.calls == 3  # every shard, none kept
     assert torch.equal(stored(out), residual_by_shard(layer13_model, windows))
     assert not torch.equal(stored(out), layer14)
+
+
+def test_changing_the_precision_re_extracts_every_shard(language_model, windows, tmp_path):
+    """A bf16 store is never made of float32 shards (nor the reverse), and it is close to
+    the float32 one: bf16 changes rounding, not the activations."""
+    from dataclasses import replace
+
+    from saesanity.sources.language_model import load_language_model
+
+    out = tmp_path / "store"
+    first = extract_activations(language_model, windows, out, windows_per_shard=3)
+    float32 = stored(out)
+    counting = CountingModel(
+        load_language_model(replace(language_model.spec, precision="bfloat16"))
+    )
+    manifest = extract_activations(counting, windows, out, windows_per_shard=3)
+    assert first["precision"] == "float32" and manifest["precision"] == "bfloat16"
+    assert counting.calls == 3  # every shard, none kept
+    bfloat16 = stored(out)
+    assert not torch.equal(bfloat16, float32)
+    relative_error = (bfloat16 - float32).norm(dim=1) / float32.norm(dim=1)
+    assert relative_error.median() < 0.05
 
 
 def test_changing_the_tokens_re_extracts_the_changed_shards(language_model, windows, tmp_path):

@@ -150,16 +150,32 @@ class SparseAutoencoder(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     # -------------------------------------------------------------- training
-    def forward_train(self, x: torch.Tensor, batch_topk_hint: float | None = None) -> TrainForward:
+    def forward_train(
+        self,
+        x: torch.Tensor,
+        batch_topk_hint: float | None = None,
+        active_fraction_hint: float | None = None,
+    ) -> TrainForward:
         """Training-mode forward on raw inputs `x` (scaled internally).
 
         Every architecture runs sparse: a no-grad dense pass selects the entries
         that can be non-zero (or, for JumpReLU, can have a gradient), then only
         those entries are recomputed with autograd and decoded. This is exact:
         the entries left out have zero activation and zero gradient.
+
+        A dense-start architecture whose previous step had more than DENSE_FRACTION of
+        its entries active (`active_fraction_hint`, the trainer's record) goes straight
+        to the plain dense forward: a selection pass would cost one more dense GEMM and
+        a code of millions of entries, only to be thrown away. Both paths are exact.
         """
         x_scaled = x * self.input_scale
         x_centered = x_scaled - self.b_dec
+        if (
+            self.starts_dense
+            and active_fraction_hint is not None
+            and active_fraction_hint > DENSE_FRACTION
+        ):
+            return self._dense_forward_train(x_scaled, x_centered)
         code = self.select_for_training(x_centered.detach(), batch_topk_hint)
         if self.starts_dense and code.values.numel() > DENSE_FRACTION * (
             code.batch_size * code.num_latents

@@ -216,6 +216,7 @@ class TrainState:
     step: int = 0
     samples_since_fired: torch.Tensor | None = None
     batch_topk_cutoff: float | None = None
+    active_fraction: float | None = None  # of the last step's (sample, latent) entries
     loss_history: list[float] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)
     stop_reason: str = ""
@@ -341,7 +342,9 @@ def train(
         hint = None if state.batch_topk_cutoff is None else 0.8 * state.batch_topk_cutoff
         dead = samples_since_fired >= config.dead_after_samples
         with autocast(precision, device):
-            out = sae.forward_train(x, batch_topk_hint=hint)
+            out = sae.forward_train(
+                x, batch_topk_hint=hint, active_fraction_hint=state.active_fraction
+            )
             loss, parts = compute_loss(sae, config, out, step, dead)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -361,6 +364,7 @@ def train(
             samples_since_fired += config.batch_size
             samples_since_fired[out.fired] = 0
             sae.after_step(out, config, step, state)
+            state.active_fraction = float(out.l0_per_sample.mean()) / config.d_sae
         state.loss_history.append(float(loss.detach()))
         state.step += 1
         steps_this_call += 1

