@@ -372,6 +372,7 @@ def real_model_spec(config: dict) -> dict:
     model = config["real"]["model"]
     keys = ("name", "layer", "hook", "context", "batch_size", "dtype", "revision", "d_model")
     spec = {key: model[key] for key in keys}
+    spec["precision"] = model.get("precision", "float32")
     spec["device"] = config["device"]
     if model.get("embedded"):
         spec["local_dir"] = REAL_MODEL_DIR
