@@ -12,6 +12,11 @@ text costs):
   TransformerBridge: the reference for the bridge's own overhead;
 - hf_full (`--hf-full`): the plain HF full forward, the reference for bridge_full.
 
+With `--precision bfloat16` the residual variants run under bf16 autocast (the
+workflow's `real.model.precision`) and `bridge_residual_float32` times the float32
+extraction in the same rounds, for the speed-up; the check below then compares bf16
+with bf16.
+
 Before timing it checks that hf_truncated's last hidden state equals the bridge's
 residual (relative error over non-BOS tokens). Every variant runs `--warmup`
 times, then `--repeats` rounds, each round running all variants back to back in
@@ -23,12 +28,13 @@ Writes bench/out/extraction.csv (one row per variant: seconds, tokens/s, paired
 throughput ratios to bridge_full and to hf_truncated) and prints it.
 
     HF_HUB_OFFLINE=1 python bench/extraction.py [--batch 16] [--context 128] \
-        [--repeats 3] [--warmup 1] [--threads N] [--hf-full]
+        [--repeats 3] [--warmup 1] [--threads N] [--hf-full] [--precision bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -37,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from saesanity.core.precision import autocast, resolve_precision
 from saesanity.sources.language_model import ModelSpec, load_language_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,14 +79,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--hf-full", action="store_true", help="also time the plain HF full pass")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "auto"])
     parser.add_argument("--out", default="bench/out/extraction.csv")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    precision = resolve_precision(args.precision, "cpu")
     spec = ModelSpec(name=args.name, layer=args.layer, local_dir=args.model_dir,
-                     context=args.context, batch_size=args.batch)  # fmt: skip
+                     context=args.context, batch_size=args.batch,
+                     precision=precision)  # fmt: skip
     start = time.perf_counter()
     lm = load_language_model(spec)
+    lm_float32 = None
+    if precision != "float32":
+        lm_float32 = load_language_model(dataclasses.replace(spec, precision="float32"))
     print(f"bridge loaded in {time.perf_counter() - start:.1f} s", flush=True)
     n_blocks = spec.layer + 1
     hf_trunc = load_truncated_hf(args.model_dir, n_blocks)
@@ -96,7 +109,9 @@ def main() -> None:
     n_tokens = tokens.numel()
 
     def hf_truncated_residual() -> torch.Tensor:
-        return hf_trunc.model(input_ids=tokens, output_hidden_states=True).hidden_states[-1]
+        with autocast(precision, "cpu"):
+            hidden = hf_trunc.model(input_ids=tokens, output_hidden_states=True).hidden_states
+        return hidden[-1].float()
 
     variants = {
         "bridge_residual": lambda: lm.residual(tokens),
@@ -105,15 +120,19 @@ def main() -> None:
     }
     if hf_full is not None:
         variants["hf_full"] = lambda: hf_full(input_ids=tokens).logits
+    if lm_float32 is not None:
+        variants["bridge_residual_float32"] = lambda: lm_float32.residual(tokens)
     block_params, unembed_params = block_and_unembed_params(lm.bridge.original_model)
     n_layers = lm.n_layers
     flops = {  # per token, matmuls only (x2 for multiply-add cancels in the ratios)
         "bridge_residual": n_blocks * block_params,
+        "bridge_residual_float32": n_blocks * block_params,
         "hf_truncated": n_blocks * block_params,
         "bridge_full": n_layers * block_params + unembed_params,
         "hf_full": n_layers * block_params + unembed_params,
     }
-    blocks = {"bridge_residual": n_blocks, "hf_truncated": n_blocks,
+    blocks = {"bridge_residual": n_blocks, "bridge_residual_float32": n_blocks,
+              "hf_truncated": n_blocks,
               "bridge_full": n_layers, "hf_full": n_layers}  # fmt: skip
 
     with torch.no_grad():
@@ -147,7 +166,8 @@ def main() -> None:
     for name in names:
         median = statistics.median(seconds[name])
         rows.append({
-            "variant": name, "blocks": blocks[name], "tokens": n_tokens,
+            "variant": name, "precision": "float32" if name in ("bridge_full", "hf_full",
+            "bridge_residual_float32") else precision, "blocks": blocks[name], "tokens": n_tokens,
             "threads": args.threads, "repeats": args.repeats,
             "seconds_median": median, "seconds_min": min(seconds[name]),
             "seconds_max": max(seconds[name]), "tokens_per_second": n_tokens / median,
@@ -163,6 +183,9 @@ def main() -> None:
     print(frame.drop(columns=["tokens", "threads", "repeats", "check_relative_error"])
           .to_string(index=False, float_format=lambda v: f"{v:,.3f}"))  # fmt: skip
     residual = frame.set_index("variant").loc["bridge_residual"]
+    if lm_float32 is not None:
+        print(f"bf16 / float32 extraction: "
+              f"{paired_ratio('bridge_residual', 'bridge_residual_float32'):.2f}")  # fmt: skip
     print(
         f"truncated / full throughput: {residual['throughput_vs_bridge_full']:.2f} "
         f"(ideal {residual['ideal_vs_bridge_full']:.2f}); bridge / plain HF (truncated): "

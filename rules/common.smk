@@ -6,7 +6,7 @@ from saesanity.studies import runs as saesanity_runs
 from saesanity.sources.activation_store import read_manifest
 from saesanity.core.architectures import ARCHITECTURES
 from saesanity.offline.pins import embedded_model, judge_gguf
-from saesanity.core.training import INITS, VARIANTS
+from saesanity.core.training import INITS, RANDOM_INITS, VARIANTS
 from saesanity.studies.runs import USER_INIT, USER_VARIANT
 
 saesanity_runs.check_config(config)

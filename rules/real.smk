@@ -140,7 +140,7 @@ rule real_splice_reference:
 rule real_train:
     wildcard_constraints:
         variant="|".join(VARIANTS),
-        init="|".join(INITS),
+        init="|".join(RANDOM_INITS),
     input:
         manifest=store_manifest("train"),
     output:

@@ -268,3 +268,26 @@ def test_bf16_training_matches_float32(architecture, tmp_path):
     if architecture == "topk":
         assert l0_16 == l0_32 == 4
     assert abs(l0_16 - l0_32) <= 0.05 * l0_32 + 0.1, (l0_16, l0_32)
+
+
+def test_truth_init_starts_the_decoder_at_the_ground_truth(tmp_path):
+    """The reference SAE: decoder = the true dictionary, kept frozen; the encoder learns."""
+    sae = run(small_config(variant="frozen_decoder", init="truth"), tmp_path)
+    assert torch.allclose(sae.W_dec.detach(), TRUTH.features, atol=1e-6)  # renormalised
+    assert not torch.equal(sae.W_enc.detach(), TRUTH.features)  # trained
+    with pytest.raises(ValueError, match="d_sae = 32, but the ground truth has 64 features"):
+        run(small_config(init="truth", d_sae=32), tmp_path, "narrow")
+
+
+class GaussianSource:
+    """Data without known features (like an activation store)."""
+
+    d_in, identity = 16, "gaussian"
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, self.d_in, generator=torch.Generator().manual_seed(step))
+
+
+def test_truth_init_needs_data_with_known_features(tmp_path):
+    with pytest.raises(ValueError, match="init = 'truth' needs data with known features"):
+        train(small_config(init="truth"), GaussianSource(), tmp_path / "run", progress=False)

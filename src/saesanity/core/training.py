@@ -11,6 +11,11 @@ hence the same initial directions and the same data order:
 - frozen_encoder:       encoder rows stay at their random initial directions;
                         b_enc, thresholds and the decoder are trained.
 
+Inits: `iso` (uniform on the sphere) and `cov` (Gaussian with the data's covariance)
+are the study's random directions; `truth` (synthetic data only) starts the decoder at
+the ground-truth dictionary, so `frozen_decoder` + `truth` is the reference SAE whose
+dictionary is exactly right and only the encoder is learned.
+
 Training state (weights, optimiser, counters, curve) is checkpointed every
 `checkpoint_every_steps` to `<out_dir>/train_state.pt`; a later call with the
 same config resumes from it and ends with the same weights as an
@@ -44,7 +49,8 @@ from saesanity.core.sae import (
 )
 
 VARIANTS = ("trained", "frozen_decoder", "soft_frozen_decoder", "frozen_encoder")
-INITS = ("iso", "cov")
+RANDOM_INITS = ("iso", "cov")
+INITS = (*RANDOM_INITS, "truth")
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +187,8 @@ def initialise_sae(sae: SparseAutoencoder, config: TrainConfig, source: Activati
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "sae_init"))
     if config.init == "iso":
         directions = unit_sphere_directions(config.d_sae, sae.d_in, generator)
+    elif config.init == "truth":
+        directions = ground_truth_directions(config, source)
     else:
         covariance = estimate_covariance(source, config.covariance_batches, config.batch_size)
         directions = covariance_directions(config.d_sae, covariance, generator)
@@ -188,6 +196,22 @@ def initialise_sae(sae: SparseAutoencoder, config: TrainConfig, source: Activati
     if config.b_dec_init == "mean":
         b_dec = first_batches[0].mean(0) * sae.input_scale
     sae.initialise(directions, b_dec, config.encoder_init_norm)
+
+
+def ground_truth_directions(config: TrainConfig, source: ActivationSource) -> torch.Tensor:
+    """The source's ground-truth dictionary, one feature per latent (init "truth")."""
+    truth = getattr(source, "truth", None)
+    if truth is None:
+        raise ValueError(
+            f"TrainConfig.init = 'truth' needs data with known features (synthetic); "
+            f"{type(source).__name__} has no ground truth: use iso or cov"
+        )
+    if truth.features.shape[0] != config.d_sae:
+        raise ValueError(
+            f"TrainConfig.init = 'truth': d_sae = {config.d_sae}, but the ground truth has "
+            f"{truth.features.shape[0]} features; set d_sae to that number"
+        )
+    return truth.features.clone()
 
 
 def set_trainable(sae: SparseAutoencoder, variant: str) -> None:
