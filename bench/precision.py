@@ -55,7 +55,7 @@ def fresh_sae(architecture: str, d_in: int, d_sae: int, k: int, seed: int = 0):
 
 def time_steps(architecture, precision, batches, d_sae, k, warmup, steps) -> dict:
     config, sae = fresh_sae(architecture, batches[0].shape[1], d_sae, k)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)  # as the trainer
     dead = torch.zeros(d_sae, dtype=torch.bool)
     first_loss, times, active_fraction = None, [], None
     for step in range(warmup + steps):

@@ -345,7 +345,13 @@ def train(
     anchors = anchors.to(device)
     set_trainable(sae, config.variant)
     trainable = [p for p in sae.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=config.adam_betas)
+    # The fused kernel: one pass over each parameter instead of a dozen elementwise ops
+    # (~3x faster Adam steps on CPU at d_sae 2,304, where Adam was ~20% of a TopK step;
+    # the result differs from the unfused one only in float32 rounding, ~1e-7).
+    fused = torch.device(device).type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(
+        trainable, lr=config.lr, betas=config.adam_betas, **({"fused": True} if fused else {})
+    )
     if resumed:
         optimizer.load_state_dict(saved["optimizer"])
     samples_since_fired = state.samples_since_fired.to(device)
