@@ -291,3 +291,18 @@ class GaussianSource:
 def test_truth_init_needs_data_with_known_features(tmp_path):
     with pytest.raises(ValueError, match="init = 'truth' needs data with known features"):
         train(small_config(init="truth"), GaussianSource(), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("architecture", ["batchtopk", "jumprelu"])
+def test_a_snapshot_at_n_samples_is_the_n_sample_run(architecture, tmp_path):
+    """Length studies evaluate snapshots of one long run as if they were shorter runs:
+    with a constant learning rate that is exact, weights and inference threshold alike."""
+    n = 128 * 12
+    long = small_config(architecture=architecture, max_samples=128 * 30, snapshot_samples=[n])
+    run(long, tmp_path, "long")
+    run(small_config(architecture=architecture, max_samples=n), tmp_path, "short")
+    snapshot = load_file(tmp_path / "long" / "snapshots" / f"samples{n}.safetensors")
+    short = load_file(tmp_path / "short" / "sae.safetensors")
+    assert snapshot.keys() == short.keys()
+    for name, tensor in short.items():
+        assert torch.equal(snapshot[name], tensor), name
