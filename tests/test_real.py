@@ -331,3 +331,26 @@ def test_metric_families_and_table1_columns_follow_the_config():
     assert "autointerp" not in real_metric_families(config)
     assert real_metric_families(config)["ravel"] == [table_l0 + 1]
     assert table1_metrics(config)[len(RECONSTRUCTION_METRICS) :] == ["sae_top_1_test_accuracy"]
+
+
+def test_final_decoder_drift_on_a_hand_made_decoder(tmp_path):
+    """Rows at cosines 1, 0.9, 0.5 and 0 to their initial directions: median 0.7, half of
+    them outside the 0.8 cap; nothing for an SAE saved without its initial decoder."""
+    from safetensors.torch import save_file
+
+    from saesanity.studies.real import final_decoder_drift
+
+    initial = torch.eye(4)
+    rows = []
+    for index, cosine in enumerate([1.0, 0.9, 0.5, 0.0]):
+        other = (index + 1) % 4  # an orthogonal direction
+        rows.append(cosine * initial[index] + math.sqrt(1 - cosine**2) * initial[other])
+    save_file({"W_dec": torch.stack(rows), "W_dec_init": initial}, tmp_path / "sae.safetensors")
+    drift = final_decoder_drift(tmp_path / "sae.safetensors", tau=0.8)
+    assert drift["decoder_median_cosine_to_init"] == pytest.approx(0.7)
+    assert drift["decoder_fraction_outside_cap"] == 0.5
+    assert final_decoder_drift(tmp_path / "sae.safetensors", tau=0.4)[
+        "decoder_fraction_outside_cap"
+    ] == pytest.approx(0.25)
+    save_file({"W_dec": torch.stack(rows)}, tmp_path / "user.safetensors")
+    assert final_decoder_drift(tmp_path / "user.safetensors", tau=0.8) == {}

@@ -240,6 +240,21 @@ def decoder_drift(run_dir: str | Path) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def final_decoder_drift(weights_path: str | Path, tau: float) -> dict[str, float]:
+    """How far the decoder rows moved from their random initial directions: the median
+    cos(d_j, d_j at init) over rows and the fraction of rows outside the Soft-Frozen
+    Decoder's cap (cos < tau). Empty for an SAE saved without its initial decoder (a
+    researcher's own)."""
+    tensors = load_file(str(weights_path))
+    if "W_dec_init" not in tensors:
+        return {}
+    cosine = torch.nn.functional.cosine_similarity(tensors["W_dec"], tensors["W_dec_init"], dim=1)
+    return {
+        "decoder_median_cosine_to_init": float(cosine.quantile(0.5)),
+        "decoder_fraction_outside_cap": float((cosine < tau).float().mean()),
+    }
+
+
 def evaluate_real_run(
     run_dir: str | Path,
     run: dict,
@@ -267,6 +282,9 @@ def evaluate_real_run(
     reference, summary = load_splice_reference(reference_path)
     metrics.update(splice_metrics(model, sae, reference, summary, batch_size, outlier_factor))
     metrics["outliers_dropped"] = store.outliers_dropped
+    # The lazy-training diagnostic of the final decoder, for every run and length.
+    tau = (sae_meta.get("train_config") or {}).get("soft_freeze_tau", 0.8)
+    metrics.update(final_decoder_drift(run_dir / "sae.safetensors", tau))
     drift = decoder_drift(run_dir)
     atomic_write(out_drift_csv, lambda tmp: drift.to_csv(tmp, index=False))
     result = {
