@@ -13,7 +13,7 @@ text costs):
 - hf_full (`--hf-full`): the plain HF full forward, the reference for bridge_full.
 
 With `--precision bfloat16` the residual variants run under bf16 autocast (the
-workflow's `real.model.precision`) and `bridge_residual_float32` times the float32
+workflow's `real.activations.precision`) and `bridge_residual_float32` times the float32
 extraction in the same rounds, for the speed-up; the check below then compares bf16
 with bf16.
 

@@ -10,7 +10,7 @@ mean max cosine and SynthSAEBench's matched MCC. Each row is one (study, archite
 with both values and their difference; the training wall times give the speed-up.
 
 `real_store` asks the same of the language model's forward pass: the training store's
-windows are extracted again under bf16 autocast (`real.model.precision: bfloat16`) into
+windows are extracted again under bf16 autocast (`real.activations.precision: bfloat16`) into
 bench/out/store_bfloat16, its activations are compared with the float32 store's token by
 token, and each architecture is trained (in float32) on each store and evaluated on the
 float32 held-out store.
@@ -57,20 +57,20 @@ def train_and_load(values: dict, source, out_dir: Path):
     return load_sae(out_dir / "sae.safetensors", out_dir / "sae.json"), seconds
 
 
-def synthetic_rows(config: dict, architecture: str, work: Path) -> dict:
+def synthetic_rows(config: dict, architecture: str, work: Path, seed: int = 0) -> dict:
     study = config["synthetic"]
     regime = "constant"
     truth = make_ground_truth(
         study["n"], study["num_features"], study["regimes"][regime], study["magnitude"],
         study["data_seed"],
     )  # fmt: skip
-    values = synthetic_train_config(config, regime, architecture, "trained", "iso", 0)
+    values = synthetic_train_config(config, regime, architecture, "trained", "iso", seed)
     values["snapshot_samples"] = []
-    row = {"study": "synthetic", "architecture": architecture}
+    row = {"study": "synthetic", "architecture": architecture, "seed": seed}
     for precision in PRECISIONS:
         values["precision"] = precision
         sae, seconds = train_and_load(
-            values, SyntheticSource(truth, seed=0), work / f"syn_{architecture}_{precision}"
+            values, SyntheticSource(truth, seed=seed), work / f"syn_{architecture}_{precision}"
         )
         source = SyntheticSource(truth, seed=study["eval_seed"], stream="eval")
         metrics = reconstruction_metrics(
@@ -132,10 +132,10 @@ def bf16_store(config: dict) -> Path:
     """The training store extracted again in bf16 (resumable, reused when complete)."""
     from saesanity.sources.activation_store import extract_activations, load_windows
     from saesanity.sources.language_model import ModelSpec, load_language_model
-    from saesanity.studies.runs import real_model_spec
+    from saesanity.studies.runs import real_extraction_spec
 
     out = ROOT / "bench" / "out" / "store_bfloat16"
-    spec = ModelSpec(**{**real_model_spec(config), "precision": "bfloat16"})
+    spec = ModelSpec(**{**real_extraction_spec(config), "precision": "bfloat16"})
     started = time.perf_counter()
     extract_activations(
         load_language_model(spec), load_windows(ROOT / "results/real/tokens/train.npy"), out,
@@ -172,6 +172,8 @@ def main() -> None:
         "--architectures", nargs="*", default=["topk", "batchtopk", "matryoshka", "jumprelu"]
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="synthetic runs' seed")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -186,7 +188,7 @@ def main() -> None:
                 pd.DataFrame([difference]).to_csv(OUT.parent / "precision_store.csv", index=False)
             for architecture in args.architectures:
                 if study == "synthetic":
-                    row = synthetic_rows(config, architecture, Path(tmp))
+                    row = synthetic_rows(config, architecture, Path(tmp), args.seed)
                 else:
                     row = real_rows(config, architecture, Path(tmp), store)
                 if row is None:
@@ -202,10 +204,10 @@ def main() -> None:
     table["speedup_bf16"] = (
         table["train_seconds_float32"] / table["train_seconds_bfloat16"]
     ).round(2)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(OUT, index=False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
     print(table.to_string(index=False))
-    print(f"written {OUT}")
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ REAL_RUN_DIR = saesanity_runs.REAL_RUN_DIR
 REAL_RUN_PATH = REAL_RUN_DIR.replace("results/real/", "")
 REAL_MODEL_DIR = saesanity_runs.REAL_MODEL_DIR
 REAL_MODEL_SPEC = saesanity_runs.real_model_spec(config)
+REAL_EXTRACTION_SPEC = saesanity_runs.real_extraction_spec(config)
 REAL_STORE_EXPECT = saesanity_runs.real_store_expect(config)
 REAL_SAELENS_METADATA = {
     "model_name": REAL["model"]["name"],

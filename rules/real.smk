@@ -99,7 +99,7 @@ rule real_extract:
     output:
         manifest="results/real/activations/{split}/manifest.json",
     params:
-        model=REAL_MODEL_SPEC,
+        model=REAL_EXTRACTION_SPEC,
         activations={key: REAL["activations"][key] for key in ("windows_per_shard", "dtype")},
     log:
         "logs/real/extract/{split}.log",

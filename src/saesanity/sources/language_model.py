@@ -55,8 +55,9 @@ class ModelSpec:
     context: int = 128
     batch_size: int = 16
     dtype: str = "float32"
-    # Matrix products of `residual` (extraction, probing and RAVEL inputs): float32,
-    # bfloat16 (autocast over the float32 weights) or auto; logits stay float32.
+    # Matrix products of `residual`: float32, bfloat16 (autocast over the float32
+    # weights) or auto. The workflow sets it for store extraction only
+    # (real.activations.precision); logits are always float32.
     precision: str = "float32"
     device: str = "cpu"
     revision: str | None = None
@@ -69,7 +70,9 @@ class ModelSpec:
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype = {self.dtype!r}: expected one of {sorted(DTYPES)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"model.precision = {self.precision!r}: expected one of {PRECISIONS}")
+            raise ValueError(
+                f"real.activations.precision = {self.precision!r}: expected one of {PRECISIONS}"
+            )
         if self.layer < 0:
             raise ValueError(f"model.layer = {self.layer}: expected >= 0")
 

@@ -372,7 +372,6 @@ def real_model_spec(config: dict) -> dict:
     model = config["real"]["model"]
     keys = ("name", "layer", "hook", "context", "batch_size", "dtype", "revision", "d_model")
     spec = {key: model[key] for key in keys}
-    spec["precision"] = model.get("precision", "float32")
     spec["device"] = config["device"]
     if model.get("embedded"):
         spec["local_dir"] = REAL_MODEL_DIR
@@ -380,6 +379,13 @@ def real_model_spec(config: dict) -> dict:
 
 
 REAL_MODEL_DIR = "resources/model"
+
+
+def real_extraction_spec(config: dict) -> dict:
+    """The model spec of the activation stores' forward passes: `real_model_spec` in the
+    precision of `real.activations.precision` (every other forward pass is float32)."""
+    precision = config["real"]["activations"].get("precision", "float32")
+    return {**real_model_spec(config), "precision": precision}
 
 
 def real_store_expect(config: dict) -> dict:
