@@ -354,3 +354,18 @@ def test_final_decoder_drift_on_a_hand_made_decoder(tmp_path):
     ] == pytest.approx(0.25)
     save_file({"W_dec": torch.stack(rows)}, tmp_path / "user.safetensors")
     assert final_decoder_drift(tmp_path / "user.safetensors", tau=0.8) == {}
+
+
+def test_only_the_extraction_takes_the_configured_precision():
+    """`real.activations.precision` reaches the stores' forward passes; every other
+    forward pass (splicing, probing, RAVEL, AutoInterp) runs the float32 spec."""
+    from saesanity.sources.language_model import ModelSpec
+    from saesanity.studies.runs import real_extraction_spec, real_model_spec
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["real"]["activations"]["precision"] = "bfloat16"
+    assert ModelSpec(**real_extraction_spec(config)).precision == "bfloat16"
+    assert ModelSpec(**real_model_spec(config)).precision == "float32"
+    config["real"]["activations"]["precision"] = "half"
+    with pytest.raises(ValueError, match="real.activations.precision = 'half'"):
+        ModelSpec(**real_extraction_spec(config))
