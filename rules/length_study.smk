@@ -8,6 +8,8 @@ saesanity_length.check_length_config(config)
 LENGTH = config.get("length_study", {})
 LONG_RUN_DIR = saesanity_length.LONG_RUN_DIR
 LONG_RUN_PATH = LONG_RUN_DIR.replace("results/length/", "")  # for logs and benchmarks
+SWEEP_RUN_DIR = saesanity_length.SWEEP_RUN_DIR
+SWEEP_RUN_PATH = SWEEP_RUN_DIR.replace("results/length/", "")
 
 
 wildcard_constraints:
@@ -186,3 +188,116 @@ rule length_sensitivity:
         "../envs/saesanity.yaml"
     script:
         "../workflow_scripts/length_sensitivity.py"
+
+
+# ---------------------------------------------- the coarse lr x batch size sweep
+# Full grid of absolute learning rates x batch sizes at a short budget, every doubling
+# evaluated (config/synthetic_sweep.yaml); per regime: figures/length_sweep_<regime>.pdf.
+
+
+rule length_sweep_train:
+    input:
+        truth="results/synthetic/{regime}/ground_truth.safetensors",
+    output:
+        weights=f"{SWEEP_RUN_DIR}/sae.safetensors",
+        config=f"{SWEEP_RUN_DIR}/sae.json",
+        curve=f"{SWEEP_RUN_DIR}/curve.csv",
+    params:
+        train=lambda wc: saesanity_length.sweep_train_config(config, **wc),
+        device=config["device"],
+    log:
+        f"logs/length/sweep_train/{SWEEP_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/length/sweep_train/{SWEEP_RUN_PATH}.tsv"
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_train.py"
+
+
+rule length_sweep_evaluate:
+    input:
+        weights=rules.length_sweep_train.output.weights,
+        config=rules.length_sweep_train.output.config,
+        truth="results/synthetic/{regime}/ground_truth.safetensors",
+    output:
+        table=f"{SWEEP_RUN_DIR}/length.csv",
+        points=directory(f"{SWEEP_RUN_DIR}/length_points"),
+    params:
+        regime_spec=lambda wc: SYNTHETIC["regimes"][wc.regime],
+        eval_samples=SYNTHETIC["eval_samples"],
+        eval_batch_size=SYNTHETIC["eval_batch_size"],
+        eval_seed=SYNTHETIC["eval_seed"],
+        recovery_threshold=SYNTHETIC["recovery_threshold"],
+        # Not reported by the sweep, and ~3/4 of an evaluation's time: every point skips it.
+        latent_classification=False,
+    log:
+        f"logs/length/sweep_evaluate/{SWEEP_RUN_PATH}.log",
+    benchmark:
+        f"benchmarks/length/sweep_evaluate/{SWEEP_RUN_PATH}.tsv"
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_evaluate.py"
+
+
+rule length_sweep_table:
+    input:
+        lambda wc: saesanity_length.sweep_point_tables(config, wc.regime),
+    output:
+        table=report(
+            "results/length/sweep_{regime}.csv",
+            caption="../report/length_sweep.rst",
+            category="Training length",
+        ),
+        summary=report(
+            "results/length/sweep_{regime}_summary.csv",
+            caption="../report/length_sweep.rst",
+            category="Training length",
+        ),
+        best=report(
+            "results/length/sweep_{regime}_best.csv",
+            caption="../report/length_sweep.rst",
+            category="Training length",
+        ),
+    log:
+        "logs/length/sweep_table_{regime}.log",
+    benchmark:
+        "benchmarks/length/sweep_table_{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_sweep_table.py"
+
+
+rule length_sweep_figure:
+    input:
+        "results/length/sweep_{regime}.csv",
+    output:
+        report(
+            "figures/length_sweep_{regime}.pdf",
+            caption="../report/length_sweep.rst",
+            category="Training length",
+        ),
+    params:
+        recovery_threshold=SYNTHETIC["recovery_threshold"],
+    log:
+        "logs/figures/length_sweep_{regime}.log",
+    benchmark:
+        "benchmarks/figures/length_sweep_{regime}.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_sweep_figure.py"

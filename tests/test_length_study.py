@@ -12,16 +12,30 @@ import yaml
 from safetensors.torch import load_file
 
 from saesanity.core.checkpoint import load_sae
-from saesanity.plots.length import figure_length, figure_length_sensitivity
+from saesanity.plots.length import figure_length, figure_length_sensitivity, figure_length_sweep
 from saesanity.sources.synthetic import SyntheticSource, make_ground_truth, save_ground_truth
 from saesanity.studies.length import (
+    check_length_config,
     evaluate_length_run,
+    format_lr,
+    length_targets,
+    long_run_dir,
     long_runs,
     long_train_config,
     sensitivity_table,
     settled_table,
+    sweep_best,
+    sweep_run_dir,
+    sweep_runs,
+    sweep_summary,
+    sweep_train_config,
 )
-from saesanity.studies.runs import evaluation_points, synthetic_train_config
+from saesanity.studies.runs import (
+    ConfigError,
+    evaluation_points,
+    synthetic_train_config,
+    validate_config,
+)
 from saesanity.studies.synthetic import evaluate_synthetic_run, train_synthetic_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,3 +330,167 @@ def test_main_config_is_not_mutated():
     synthetic_train_config(config, "variable", "jumprelu", "trained", "iso", 1)
     long_runs(config)
     assert config == before
+
+
+# ------------------------------------------------------------ the lr x batch sweep
+
+
+def sweep_config() -> dict:
+    """config.yaml with config/synthetic_sweep.yaml layered on it, as --configfile does."""
+    from snakemake.utils import update_config
+
+    config = default_config()
+    update_config(config, yaml.safe_load((REPO / "config/synthetic_sweep.yaml").read_text()))
+    return config
+
+
+def test_sweep_config_is_valid_and_runs_only_the_sweep():
+    config = sweep_config()
+    validate_config(config, REPO / "schemas/config.schema.yaml")
+    check_length_config(config)
+    targets = length_targets(config)
+    assert targets and all("sweep" in target for target in targets)
+    assert "figures/length_sweep_constant.pdf" in targets
+    assert "figures/length_sweep_variable.pdf" in targets
+    # The default config has the sweep off and stays valid.
+    assert sweep_runs(default_config()) == []
+
+
+def test_sweep_grid_expands_to_distinct_runs():
+    config = sweep_config()
+    runs = sweep_runs(config)
+    sweep = config["length_study"]["sweep"]
+    expected = (
+        len(sweep["regimes"]) * len(sweep["architectures"]) * len(sweep["lrs"])
+        * len(sweep["batch_sizes"]) * len(sweep["seeds"])
+    )  # fmt: skip
+    assert len(runs) == expected == 80
+    assert len({sweep_run_dir(run) for run in runs}) == len(runs)
+    assert {run["lr"] for run in runs} == {"0.0003", "0.001", "0.003", "0.01", "0.03"}
+    assert len(sweep_runs(config, "constant")) == 40
+    # Every directory string is matched by the rule's lr wildcard and reads back exactly.
+    import re
+
+    for run in runs:
+        assert re.fullmatch(r"[0-9][0-9.e+-]*", run["lr"])
+        assert format_lr(float(run["lr"])) == run["lr"]
+        assert f"lr{run['lr']}_bs{run['batch_size']}" in sweep_run_dir(run)
+    # A sweep run never shares a directory with a long run of the same lr and batch.
+    run = runs[0]
+    assert sweep_run_dir(run) != long_run_dir(run)
+
+
+def test_sweep_lrs_and_factors_combine_without_duplicates():
+    config = sweep_config()
+    sweep = config["length_study"]["sweep"]
+    sweep.update(lrs=[1e-3, 4.5e-4], lr_factors=[1.0, 2.0], batch_sizes=[4096, 4096])
+    sweep.update(regimes=["constant"], architectures=["topk"])
+    runs = sweep_runs(config)
+    # 4.5e-4 absolute and x1.0 the default (4.5e-4) are one run; batch sizes once.
+    assert [run["lr"] for run in runs] == ["0.00045", "0.0009", "0.001"]
+    sweep["lrs"] = []
+    assert [run["lr"] for run in sweep_runs(config)] == ["0.00045", "0.0009"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lrs", [1e-3, 0.0], "length_study.sweep.lrs: 0.0 is not a positive number"),
+        ("lrs", [-1e-3], "length_study.sweep.lrs: -0.001 is not a positive number"),
+        ("lrs", ["3e-4"], "write 3.0e-4"),
+        ("lrs", [True], "length_study.sweep.lrs"),
+        ("lrs", 1e-3, "length_study.sweep.lrs: expected a list"),
+        ("lr_factors", [0], "length_study.sweep.lr_factors: 0 is not a positive number"),
+        ("batch_sizes", [1024, 0], "length_study.sweep.batch_sizes: 0 is not a positive int"),
+        ("batch_sizes", [512.5], "length_study.sweep.batch_sizes"),
+        ("budget_samples", 0, "length_study.sweep.budget_samples"),
+        ("regimes", ["nowhere"], "length_study.sweep.regimes: 'nowhere'"),
+    ],
+)
+def test_bad_sweep_values_are_errors_naming_the_key(key, value, message):
+    config = sweep_config()
+    config["length_study"]["sweep"][key] = value
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        check_length_config(config)
+
+
+def test_sweep_without_any_lr_is_an_error():
+    config = sweep_config()
+    config["length_study"]["sweep"].update(lrs=[], lr_factors=[])
+    with pytest.raises(ConfigError, match="needs `lrs` or `lr_factors`"):
+        check_length_config(config)
+
+
+def test_schema_rejects_a_learning_rate_written_as_text():
+    config = sweep_config()
+    config["length_study"]["sweep"]["lrs"] = ["3e-4"]
+    with pytest.raises(Exception, match="length_study.sweep.lrs"):
+        validate_config(config, REPO / "schemas/config.schema.yaml")
+
+
+def test_sweep_train_config_from_wildcards():
+    config = sweep_config()
+    run = sweep_runs(config, "constant")[0]
+    wildcards = {key: str(value) for key, value in run.items()}
+    resolved = sweep_train_config(config, **wildcards)
+    assert resolved == sweep_train_config(config, **run)
+    assert resolved["lr"] == float(run["lr"]) and resolved["batch_size"] == run["batch_size"]
+    budget = config["length_study"]["sweep"]["budget_samples"]
+    assert resolved["max_samples"] == budget and resolved["plateau_rel_tol"] == 0.0
+    assert resolved["snapshot_samples"] == evaluation_points(128_000, budget, run["batch_size"])
+    assert len(resolved["snapshot_samples"]) == 3  # 128k, 256k, 512k; 1,024k is the final
+    # The rest is the main run's training values.
+    main = synthetic_train_config(config, "constant", run["architecture"], "trained", "iso", 0)
+    assert resolved["adam_betas"] == main["adam_betas"]
+    # A run the sweep does not list is refused, not silently trained.
+    with pytest.raises(ValueError, match="no run"):
+        sweep_train_config(config, **{**wildcards, "lr": "0.5"})
+
+
+def sweep_frame() -> pd.DataFrame:
+    rows = []
+    for lr, batch, ev, recovered, dead in (
+        (1e-4, 64, (0.1, 0.2), (0, 0), (0.0, 0.0)),  # nothing moves
+        (1e-3, 64, (0.3, 0.6), (0, 5), (0.0, 0.1)),
+        (1e-3, 128, (0.3, 0.5), (0, 5), (0.0, 0.0)),  # tie on recovery, lower MCC
+        (1e-2, 64, (0.4, 0.5), (2, 1), (0.3, 0.8)),  # latents die
+    ):
+        for i, samples in enumerate((100, 200)):
+            rows.append({
+                "regime": "constant", "architecture": "topk", "cfg_lr": lr,
+                "cfg_batch_size": batch, "seed": 0, "samples_seen": samples,
+                "recovered_count": recovered[i], "mcc": 0.1 * recovered[i] + ev[i] / 10,
+                "mean_max_cosine": 0.3, "explained_variance": ev[i], "l0": 4.0,
+                "dead_fraction": dead[i],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_sweep_summary_and_best():
+    summary = sweep_summary(sweep_frame())
+    assert len(summary) == 4
+    slow = summary[summary["cfg_lr"] == 1e-4].iloc[0]
+    assert (slow["explained_variance_first"], slow["explained_variance_last"]) == (0.1, 0.2)
+    assert summary["dead_over_half"].tolist() == [False, False, False, True]
+    best = sweep_best(summary).set_index("best_by")
+    assert best.loc["recovered_count", "cfg_lr"] == 1e-3
+    assert best.loc["recovered_count", "cfg_batch_size"] == 64  # tie broken by MCC
+    assert best.loc["mcc", "cfg_batch_size"] == 64
+
+
+def test_sweep_figure_is_written(tmp_path):
+    figure_length_sweep(sweep_frame(), tmp_path / "sweep.pdf", 0.8)
+    assert (tmp_path / "sweep.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_run_without_latent_classification_skips_only_those_metrics(truth_path, tmp_path):
+    run_dir = train_run(truth_path, tmp_path / "run", snapshot_samples=[BATCH * 10])
+    full = evaluate(truth_path, run_dir, tmp_path / "full")
+    fast = evaluate(truth_path, run_dir, tmp_path / "fast", latent_classification=False)
+    pd.testing.assert_frame_equal(full, fast)  # the point rows carry no latent_* metric
+    point = json.loads((tmp_path / "fast" / f"samples{BATCH * 10}.json").read_text())
+    assert "mcc" in point["metrics"] and "latent_f1" not in point["metrics"]
+    assert (
+        "latent_f1"
+        in json.loads((tmp_path / "full" / f"samples{BATCH * 10}.json").read_text())["metrics"]
+    )

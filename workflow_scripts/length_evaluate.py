@@ -19,5 +19,6 @@ table = evaluate_length_run(
     params.recovery_threshold,
     snakemake.output.points,
     final_eval_json=snakemake.input.get("final_eval"),
+    latent_classification=snakemake.params.get("latent_classification", True),
 )
 write_result_csv(table, snakemake.output.table, snakemake.config)

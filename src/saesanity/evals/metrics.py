@@ -185,12 +185,19 @@ def latent_classification(
 
 
 def synthsaebench_metrics(
-    sae: SparseAutoencoder, source, num_samples: int, batch_size: int
+    sae: SparseAutoencoder,
+    source,
+    num_samples: int,
+    batch_size: int,
+    classification: bool = True,
 ) -> dict[str, float]:
-    """MCC, uniqueness and the per-latent classification metrics of one SAE."""
+    """MCC, uniqueness and (unless `classification` is False: most of the cost) the
+    per-latent classification metrics of one SAE."""
     decoder = sae.W_dec.detach()
-    return {
+    metrics = {
         "mcc": mean_correlation_coefficient(decoder, source.truth.features),
         "uniqueness": feature_uniqueness(decoder, source.truth.features),
-        **latent_classification(sae, source, num_samples, batch_size),
     }
+    if classification:
+        metrics.update(latent_classification(sae, source, num_samples, batch_size))
+    return metrics

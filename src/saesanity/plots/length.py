@@ -180,3 +180,91 @@ def figure_length_sensitivity(
         ]
         shared_legend(fig, handles, max_columns=5)
         save_figure(fig, out_path)
+
+
+# (column, column title) of the sweep figure
+SWEEP_PANELS = [
+    ("recovered_count", "recovered (max cos ≥ {threshold})"),
+    ("mcc", "MCC (Hungarian-matched)"),
+    ("explained_variance", "explained variance (held out)"),
+    ("dead_fraction", "dead fraction (held out)"),
+]
+# Early points can have a very negative EV; the axis stops here (the CSV has the values).
+SWEEP_EV_FLOOR = -0.25
+
+
+def _nominal_ticks(ax, samples: pd.Series) -> None:
+    """Ticks at the doublings in millions, two significant digits: points within 5%
+    of each other (a batch size's rounding: 126,976 and 128,000) share one tick."""
+    ticks: list[float] = []
+    for value in np.unique(samples.to_numpy(dtype=float)) / 1e6:
+        if not ticks or value > ticks[-1] * 1.05:
+            ticks.append(value)
+    ax.set_xticks(ticks, [f"{tick:.2g}" for tick in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+
+
+def figure_length_sweep(
+    frame: pd.DataFrame, out_path: str | Path, recovery_threshold: float
+) -> None:
+    """The coarse sweep: each metric against samples seen (log x), one line per learning
+    rate (mean over seeds), one row of panels per (architecture, batch size). Explained
+    variance below SWEEP_EV_FLOOR is cut off; the dotted line marks half the latents dead."""
+    who = "figure_length_sweep"
+    columns = ["architecture", "cfg_lr", "cfg_batch_size", "seed", "samples_seen"]
+    require_columns(frame, columns + [p[0] for p in SWEEP_PANELS], who, "sweep table")
+    if frame.empty:
+        raise ValueError(f"{who}: sweep table has no rows")
+    architectures = in_order(frame["architecture"], ARCHITECTURE_ORDER)
+    batch_sizes = sorted(frame["cfg_batch_size"].unique())
+    lrs = sorted(frame["cfg_lr"].unique())
+    cmap = plt.get_cmap("viridis")
+    colours = {lr: cmap(i / max(1, len(lrs) - 1) * 0.9) for i, lr in enumerate(lrs)}
+    rows = [(a, b) for a in architectures for b in batch_sizes]
+    regimes = ", ".join(sorted(frame["regime"].unique())) if "regime" in frame else ""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            len(rows), len(SWEEP_PANELS), figsize=(2.5 * len(SWEEP_PANELS), 0.9 + 1.7 * len(rows)),
+            squeeze=False, constrained_layout=True,
+        )  # fmt: skip
+        for r, (architecture, batch_size) in enumerate(rows):
+            part = frame[
+                (frame["architecture"] == architecture) & (frame["cfg_batch_size"] == batch_size)
+            ]
+            for c, (column, title) in enumerate(SWEEP_PANELS):
+                ax = axes[r, c]
+                for lr in lrs:
+                    curve = part[np.isclose(part["cfg_lr"], lr)]
+                    if curve.empty:
+                        continue
+                    means = curve.groupby("samples_seen")[column].mean()
+                    ax.plot(
+                        means.index.to_numpy(dtype=float) / 1e6, means.to_numpy(),
+                        color=colours[lr], marker="o", markersize=2.5, linewidth=1.2,
+                    )  # fmt: skip
+                ax.set_xscale("log", base=2)
+                _nominal_ticks(ax, frame["samples_seen"])
+                if column == "dead_fraction":
+                    ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
+                    ax.set_ylim(-0.03, 1.03)
+                elif column == "recovered_count":
+                    top = float(part[column].max()) if not part.empty else 0.0
+                    ax.set_ylim(-0.5, max(1.0, top) * 1.08 + 0.5)
+                    ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+                elif column == "explained_variance" and not part.empty:
+                    low = max(SWEEP_EV_FLOOR, float(part[column].min()))
+                    ax.set_ylim(low - 0.03, max(low, float(part[column].max())) + 0.03)
+                if r == 0:
+                    ax.set_title(title.format(threshold=recovery_threshold), loc="left")
+                if r == len(rows) - 1:
+                    ax.set_xlabel("samples seen (millions, log)")
+                if c == 0:
+                    ax.set_ylabel(f"{architecture}\nbatch {batch_size}")
+        handles = [
+            Line2D([], [], color=colours[lr], marker="o", markersize=3, label=f"lr {lr:g}")
+            for lr in lrs
+        ]
+        shared_legend(fig, handles, max_columns=len(handles))
+        if regimes:
+            fig.suptitle(f"learning rate x batch size ({regimes} regime)")
+        save_figure(fig, out_path)

@@ -10,6 +10,10 @@ Two sources of runs:
   bit-identical (tested), so the study costs evaluations, not training.
 * `long`: dedicated runs under results/length/ trained to a longer budget, plus
   a one-factor-at-a-time sensitivity to the learning rate and the batch size.
+* `sweep`: a coarse full grid of absolute learning rates x batch sizes at a short
+  budget (results/length/<regime>/sweep/), evaluated at every doubling: it finds the
+  edges of the learning rate (nothing moves / latents die) and candidate settings
+  for long runs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from saesanity.studies.synthetic import evaluate_synthetic_run
 
 LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "seed")
 LONG_RUN_DIR = "results/length/{regime}/runs/{architecture}/lr{lr}_bs{batch_size}/seed{seed}"
+# The sweep's runs live apart from the long runs: same lr and batch, other budget and points.
+SWEEP_RUN_DIR = "results/length/{regime}/sweep/{architecture}/lr{lr}_bs{batch_size}/seed{seed}"
 # What a row reports, per evaluation point.
 POINT_METRICS = [
     "explained_variance",
@@ -41,6 +47,7 @@ POINT_METRICS = [
     "recovered_count",
     "mean_max_cosine",
     "median_max_cosine",
+    "mcc",
 ]
 # The two quantities whose stability defines "trained long enough".
 SETTLE_METRICS = ("explained_variance", "recovered_fraction")
@@ -147,14 +154,183 @@ def long_train_config(
             named = dict(zip(LONG_RUN_KEYS, wanted, strict=True))
             raise ValueError(f"length_study: no dedicated run {named}")
         budget = budgets[0]
+    return _dedicated_train_config(
+        config, study["long"].get("training", {}), study["first_samples"],
+        regime, architecture, lr, batch_size, seed, budget,
+    )  # fmt: skip
+
+
+def _dedicated_train_config(
+    config: dict,
+    overrides: dict,
+    first_samples: int,
+    regime: str,
+    architecture: str,
+    lr: str | float,
+    batch_size: int | str,
+    seed: int | str,
+    budget: int,
+) -> dict:
+    """The main run's values, then `overrides`, the budget, lr, batch size and the
+    snapshot points (every doubling from `first_samples`); checked by TrainConfig."""
     values = synthetic_train_config(config, regime, architecture, "trained", "iso", seed)
-    values.update(study["long"].get("training", {}))
+    values.update(overrides)
     values.update(max_samples=int(budget), lr=float(lr), batch_size=int(batch_size))
     values["snapshot_samples"] = evaluation_points(
-        study["first_samples"], values["max_samples"], values["batch_size"]
+        first_samples, values["max_samples"], values["batch_size"]
     )
     TrainConfig(**values)
     return values
+
+
+# ------------------------------------------------------------------ the sweep
+
+
+def _sweep_config(config: dict) -> dict:
+    return _length_config(config).get("sweep", {})
+
+
+def _positive_numbers(values, key: str, kind: type = float) -> list:
+    """The list under `key`, each value a positive number (an int for kind=int)."""
+    if not isinstance(values, list):
+        raise ConfigError(f"{key}: expected a list, got {values!r}")
+    for value in values:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok or not math.isfinite(value) or value <= 0:
+            hint = ""
+            if isinstance(value, str):
+                hint = " (YAML reads 3e-4 as text: write 3.0e-4)"
+            what = "a positive integer" if kind is int else "a positive number"
+            raise ConfigError(f"{key}: {value!r} is not {what}{hint}")
+    return [kind(value) for value in values]
+
+
+def sweep_learning_rates(config: dict, regime: str, architecture: str, seed: int) -> list[str]:
+    """The sweep's learning rates of one architecture, as run-directory strings: the
+    absolute `lrs`, then `lr_factors` x the architecture's default lr; sorted by value,
+    duplicates (same directory string) once. Raise ConfigError naming the key when a
+    value is not a positive number or two distinct values share a directory."""
+    sweep = _sweep_config(config)
+    lrs = _positive_numbers(sweep.get("lrs", []), "length_study.sweep.lrs")
+    factors = _positive_numbers(sweep.get("lr_factors", []), "length_study.sweep.lr_factors")
+    if not lrs and not factors:
+        raise ConfigError("length_study.sweep: needs `lrs` or `lr_factors` (a non-empty list)")
+    default = synthetic_train_config(config, regime, architecture, "trained", "iso", seed)["lr"]
+    values = lrs + [default * factor for factor in factors]
+    named: dict[str, float] = {}
+    for value in values:
+        text = format_lr(value)
+        if text in named and not math.isclose(named[text], value, rel_tol=1e-12):
+            raise ConfigError(
+                f"length_study.sweep.lrs: {named[text]!r} and {value!r} share the run "
+                f"directory lr{text} (differ beyond 6 significant digits)"
+            )
+        named[text] = value
+    return sorted(named, key=float)
+
+
+def sweep_budget(config: dict) -> int:
+    return int(_sweep_config(config)["budget_samples"])
+
+
+def sweep_first_samples(config: dict) -> int:
+    """The sweep's first evaluation point (default: length_study.first_samples)."""
+    return int(_sweep_config(config).get("first_samples", _length_config(config)["first_samples"]))
+
+
+def sweep_runs(config: dict, regime: str | None = None) -> list[dict]:
+    """The sweep's runs (all regimes, or one): every architecture x lr x batch size x
+    seed, each a distinct run directory. Empty when the sweep is disabled."""
+    sweep = _sweep_config(config)
+    if not sweep.get("enabled", False):
+        return []
+    batch_sizes = _positive_numbers(sweep["batch_sizes"], "length_study.sweep.batch_sizes", int)
+    runs = []
+    for name in sweep["regimes"]:
+        if regime is not None and name != regime:
+            continue
+        for architecture in sweep["architectures"]:
+            for seed in sweep["seeds"]:
+                for lr in sweep_learning_rates(config, name, architecture, seed):
+                    for batch_size in sorted(set(batch_sizes)):
+                        runs.append({"regime": name, "architecture": architecture, "lr": lr,
+                                     "batch_size": batch_size, "seed": int(seed)})  # fmt: skip
+    return runs
+
+
+def sweep_run_dir(run: dict) -> str:
+    return SWEEP_RUN_DIR.format(**run)
+
+
+def sweep_train_config(
+    config: dict,
+    regime: str,
+    architecture: str,
+    lr: str | float,
+    batch_size: int | str,
+    seed: int | str,
+) -> dict:
+    """TrainConfig kwargs of a sweep run: the main run's values, the sweep's `training`
+    overrides (no plateau stop by default), its budget, this lr and batch size, and
+    snapshots at every doubling from the sweep's first point."""
+    wanted = (regime, architecture, format_lr(float(lr)), int(batch_size), int(seed))
+    if wanted not in {tuple(run[k] for k in LONG_RUN_KEYS) for run in sweep_runs(config)}:
+        named = dict(zip(LONG_RUN_KEYS, wanted, strict=True))
+        raise ValueError(f"length_study.sweep: no run {named}")
+    return _dedicated_train_config(
+        config, _sweep_config(config).get("training", {}), sweep_first_samples(config),
+        regime, architecture, lr, batch_size, seed, sweep_budget(config),
+    )  # fmt: skip
+
+
+# Per run, at its first and its last point (the budget).
+SWEEP_METRICS = [
+    "recovered_count",
+    "mcc",
+    "mean_max_cosine",
+    "explained_variance",
+    "l0",
+    "dead_fraction",
+]
+
+
+def sweep_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (regime, architecture, lr, batch size): each metric at the first and
+    at the last evaluation point (mean over seeds), and whether more than half of the
+    latents are dead at the last point."""
+    keys = ["regime", "architecture", "cfg_lr", "cfg_batch_size"]
+    metrics = [m for m in SWEEP_METRICS if m in frame.columns]
+    rows = []
+    for identity, curve in frame.groupby(keys, sort=True):
+        means = curve.groupby("samples_seen")[metrics].mean().sort_index()
+        first, last = means.index[0], means.index[-1]
+        row = dict(zip(keys, identity, strict=True))
+        row.update(seeds=curve["seed"].nunique(), first_samples=first, last_samples=last)
+        for metric in metrics:
+            row[f"{metric}_first"] = means.loc[first, metric]
+            row[f"{metric}_last"] = means.loc[last, metric]
+        row["dead_over_half"] = bool(means.loc[last, "dead_fraction"] > 0.5)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_best(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (regime, architecture), the lr x batch size with the most recovered features
+    at the last point (ties: higher MCC, then EV), and the one with the highest MCC
+    (ties: more recovered, then EV)."""
+    orders = {
+        "recovered_count": ["recovered_count_last", "mcc_last", "explained_variance_last"],
+        "mcc": ["mcc_last", "recovered_count_last", "explained_variance_last"],
+    }
+    rows = []
+    for (regime, architecture), group in summary.groupby(["regime", "architecture"], sort=True):
+        for by, order in orders.items():
+            best = group.sort_values(order, ascending=False, kind="stable").iloc[0]
+            rows.append({"regime": regime, "architecture": architecture, "best_by": by,
+                         **best.drop(["regime", "architecture"]).to_dict()})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def evaluate_length_run(
@@ -169,10 +345,12 @@ def evaluate_length_run(
     recovery_threshold: float,
     points_dir: str | Path,
     final_eval_json: str | Path | None = None,
+    latent_classification: bool = True,
 ) -> pd.DataFrame:
     """One row per evaluation point of one run: every snapshot the run reached, then
     the final checkpoint (taken from `final_eval_json` when the main evaluation already
-    scored it with the same code and settings, else evaluated here)."""
+    scored it with the same code and settings, else evaluated here). Without
+    `latent_classification` (the sweep) every point skips the per-latent metrics."""
     points_dir = Path(points_dir)
     sae_config_path = Path(sae_config_path)
     final_meta = json.loads(sae_config_path.read_text())
@@ -187,6 +365,7 @@ def evaluate_length_run(
         eval_batch_size=eval_batch_size,
         eval_seed=eval_seed,
         recovery_threshold=recovery_threshold,
+        latent_classification=latent_classification,
     )
     results = []
     # A run stopped by its plateau rule never reached the later points.
@@ -283,7 +462,7 @@ def sensitivity_table(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     eligible = frame[frame["samples_seen"] <= budget]
     final = eligible.loc[eligible.groupby(keys)["samples_seen"].idxmax()]
     keys = ["regime", "architecture", "cfg_lr", "cfg_batch_size"]
-    metrics = ["samples_seen", *POINT_METRICS]
+    metrics = ["samples_seen", *(m for m in POINT_METRICS if m in frame.columns)]
     table = final.groupby(keys)[metrics].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table["seeds"] = final.groupby(keys)["seed"].nunique()
@@ -326,6 +505,27 @@ def check_length_config(config: dict) -> None:
             long_train_config(config, **run)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"length_study run {run}: {error}") from error
+    sweep = _sweep_config(config)
+    if sweep.get("enabled", False):
+        for key in ("regimes", "architectures", "seeds", "batch_sizes", "budget_samples"):
+            if key not in sweep:
+                raise ConfigError(f"length_study.sweep.{key}: missing")
+        for regime in sweep["regimes"]:
+            if regime not in regimes:
+                raise ConfigError(
+                    f"length_study.sweep.regimes: {regime!r} is not a regime defined under "
+                    f"synthetic.regimes ({sorted(regimes)})"
+                )
+        _positive_numbers([sweep["budget_samples"]], "length_study.sweep.budget_samples", int)
+        if "first_samples" in sweep:
+            _positive_numbers([sweep["first_samples"]], "length_study.sweep.first_samples", int)
+        for run in sweep_runs(config):  # also checks lrs, lr_factors and batch_sizes
+            try:
+                sweep_train_config(config, **run)
+            except (ValueError, TypeError) as error:
+                if isinstance(error, ConfigError):
+                    raise
+                raise ConfigError(f"length_study.sweep run {run}: {error}") from error
 
 
 def run_identity(wildcards: dict) -> dict:
@@ -378,4 +578,21 @@ def length_targets(config: dict) -> list[str]:
             ]
     if study.get("sensitivity", {}).get("enabled", False):
         targets += ["results/length/sensitivity.csv", "figures/length_sensitivity.pdf"]
+    if _sweep_config(config).get("enabled", False):
+        for regime in _sweep_config(config)["regimes"]:
+            targets += sweep_targets(regime)
     return targets
+
+
+def sweep_targets(regime: str) -> list[str]:
+    """The sweep's tables and figure of one regime."""
+    return [
+        f"results/length/sweep_{regime}.csv",
+        f"results/length/sweep_{regime}_summary.csv",
+        f"results/length/sweep_{regime}_best.csv",
+        f"figures/length_sweep_{regime}.pdf",
+    ]
+
+
+def sweep_point_tables(config: dict, regime: str) -> list[str]:
+    return [f"{sweep_run_dir(run)}/length.csv" for run in sweep_runs(config, regime)]

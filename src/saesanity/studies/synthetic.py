@@ -55,8 +55,10 @@ def evaluate_synthetic_run(
     recovery_threshold: float,
     out_json: str | Path,
     out_recovery_csv: str | Path,
+    latent_classification: bool = True,
 ) -> dict:
-    """Held-out EV/L0/dead fraction plus per-feature recovery of one run."""
+    """Held-out EV/L0/dead fraction plus per-feature recovery of one run (and, unless
+    `latent_classification` is False, SynthSAEBench's per-latent classification)."""
     sae = load_sae(weights_path, sae_config_path)
     sae_meta = json.loads(Path(sae_config_path).read_text())
     truth = load_ground_truth(truth_path)
@@ -67,7 +69,11 @@ def evaluate_synthetic_run(
     metrics.update(recovery_summary(recovery, recovery_threshold))
     metrics["recovery_threshold"] = recovery_threshold
     # SynthSAEBench's matched-pair metrics (SAELens's synthetic benchmark) beside them.
-    metrics.update(synthsaebench_metrics(sae, source, eval_samples, eval_batch_size))
+    metrics.update(
+        synthsaebench_metrics(
+            sae, source, eval_samples, eval_batch_size, classification=latent_classification
+        )
+    )
     table = recovery_table(recovery, best_latent, truth.probabilities)
     atomic_write(out_recovery_csv, lambda tmp: table.to_csv(tmp, index=False))
     result = {
