@@ -273,6 +273,28 @@ def test_figures_are_written(tmp_path):
     assert (tmp_path / "sensitivity.pdf").read_bytes().startswith(b"%PDF")
 
 
+def test_two_settings_of_one_architecture_are_two_lines_not_a_mean(tmp_path, monkeypatch):
+    import saesanity.plots.length as plots
+
+    frames = []
+    for lr, ev in ((1e-2, 0.7), (3e-3, 0.5)):
+        frame = curve_frame({10: (ev - 0.1, 0.0), 20: (ev, 0.0)}, seed=0, architecture="topk")
+        frames.append(frame.assign(cfg_lr=lr, cfg_batch_size=64))
+    frame = pd.concat(frames)
+    frame["final"] = frame["samples_seen"] == 20
+    frame["stop_reason"] = "budget"
+    frame["mean_max_cosine"] = 0.3
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    plots.figure_length(frame, tmp_path / "length.pdf", 0.8)
+    ev_axis = figures[0].axes[2]  # rows: recovered, mean max cosine, EV
+    lines = [line for line in ev_axis.get_lines() if len(line.get_xdata())]
+    assert sorted(line.get_ydata()[-1] for line in lines) == pytest.approx([0.5, 0.7])
+    assert len({line.get_linestyle() for line in lines}) == 2
+    labels = [text.get_text() for text in figures[0].legends[0].get_texts()]
+    assert "topk, lr 0.01, batch 64" in labels and "topk, lr 0.003, batch 64" in labels
+
+
 # ------------------------------------------------------------ config resolution
 
 
@@ -330,6 +352,49 @@ def test_main_config_is_not_mutated():
     synthetic_train_config(config, "variable", "jumprelu", "trained", "iso", 1)
     long_runs(config)
     assert config == before
+
+
+def long_best_config() -> dict:
+    """config.yaml with config/synthetic_long_best.yaml layered on it."""
+    from snakemake.utils import update_config
+
+    config = default_config()
+    update_config(config, yaml.safe_load((REPO / "config/synthetic_long_best.yaml").read_text()))
+    return config
+
+
+def test_long_settings_replace_the_default_lr_and_batch_per_architecture():
+    config = long_best_config()
+    validate_config(config, REPO / "schemas/config.schema.yaml")
+    check_length_config(config)
+    runs = long_runs(config)
+    long = config["length_study"]["long"]
+    assert len(runs) == len(long["regimes"]) * len(long["architectures"]) * 2
+    topk = {(run["lr"], run["batch_size"]) for run in runs if run["architecture"] == "topk"}
+    assert topk == {("0.01", 1024), ("0.003", 1024)}
+    run = next(r for r in runs if r["architecture"] == "jumprelu" and r["batch_size"] == 4096)
+    assert long_run_dir(run).endswith("jumprelu/lr0.001_bs4096/seed0")
+    resolved = long_train_config(config, **{k: str(v) for k, v in run.items() if k != "budget"})
+    assert (resolved["lr"], resolved["batch_size"]) == (0.001, 4096)
+    assert resolved["max_samples"] == long["budget_samples"]
+    # An entry that names only the lr keeps the architecture's default batch size.
+    default = synthetic_train_config(config, "constant", "topk", "trained", "iso", 0)
+    long["settings"] = {"topk": [{"lr": 0.02}]}
+    topk_runs = [r for r in long_runs(config) if r["architecture"] == "topk"]
+    assert {(r["lr"], r["batch_size"]) for r in topk_runs} == {("0.02", default["batch_size"])}
+    # Architectures without settings keep their default.
+    batchtopk = synthetic_train_config(config, "constant", "batchtopk", "trained", "iso", 0)
+    assert {(r["lr"], r["batch_size"]) for r in long_runs(config)
+            if r["architecture"] == "batchtopk"} == {
+        (format_lr(batchtopk["lr"]), batchtopk["batch_size"])
+    }  # fmt: skip
+
+
+def test_long_settings_for_an_architecture_not_run_is_an_error():
+    config = long_best_config()
+    config["length_study"]["long"]["architectures"] = ["topk"]
+    with pytest.raises(ConfigError, match="length_study.long.settings: 'batchtopk'"):
+        check_length_config(config)
 
 
 # ------------------------------------------------------------ the lr x batch sweep

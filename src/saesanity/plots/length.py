@@ -40,10 +40,24 @@ LENGTH_PANELS = [
 ]
 
 
+SETTING_LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _settings(rows: pd.DataFrame) -> list[tuple]:
+    """The (lr, batch size) settings among one architecture's rows, in order; one
+    unnamed setting for tables without those columns (the main runs)."""
+    if not {"cfg_lr", "cfg_batch_size"} <= set(rows.columns):
+        return [(None, None)]
+    pairs = rows[["cfg_lr", "cfg_batch_size"]].drop_duplicates()
+    return sorted((float(lr), int(batch)) for lr, batch in pairs.itertuples(index=False))
+
+
 def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold: float) -> None:
     """Recovery and EV against samples seen (log x): one column per regime, one line per
-    architecture (mean over seeds), band = min-max over seeds. Hollow markers: the
-    final checkpoint of a run that stopped before the next doubling (plateau rule)."""
+    architecture and (lr, batch size) setting (mean over seeds; a line style per
+    setting when an architecture has several), band = min-max over seeds. Hollow
+    markers: the final checkpoint of a run that stopped before the next doubling
+    (plateau rule)."""
     who = "figure_length"
     columns = ["regime", "architecture", "seed", "samples_seen", "final"]
     require_columns(frame, columns + [p[0] for p in LENGTH_PANELS], who, "length table")
@@ -51,6 +65,9 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
         raise ValueError(f"{who}: length table has no rows")
     regimes = in_order(frame["regime"], ("constant", "variable"))
     architectures = in_order(frame["architecture"], ARCHITECTURE_ORDER)
+    # Never average different settings as if they were seeds: each is its own line.
+    settings = {a: _settings(frame[frame["architecture"] == a]) for a in architectures}
+    several = any(len(found) > 1 for found in settings.values())
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             len(LENGTH_PANELS),
@@ -63,43 +80,56 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
             for r, (column, title, unit) in enumerate(LENGTH_PANELS):
                 ax = axes[r, c]
                 for architecture in architectures:
-                    rows = frame[
-                        (frame["regime"] == regime) & (frame["architecture"] == architecture)
-                    ]
-                    if rows.empty:
-                        continue
                     colour = architecture_colour(architecture)
-                    stats = rows.groupby("samples_seen")[column].agg(["mean", "min", "max"])
-                    x = stats.index.to_numpy(dtype=float) / 1e6
-                    ax.plot(
-                        x, stats["mean"], color=colour, marker=architecture_marker(architecture),
-                        markersize=3.5, linewidth=1.4,
-                    )  # fmt: skip
-                    if rows["seed"].nunique() > 1:
-                        ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.2)
-                    # Early stops off the doubling grid: hollow marker at the final point.
-                    early = rows[rows["final"].astype(bool) & (rows["stop_reason"] == "plateau")]
-                    if not early.empty:
-                        ax.scatter(
-                            early["samples_seen"] / 1e6, early[column], s=30,
-                            facecolors="white", edgecolors=colour, zorder=3,
+                    for index, (lr, batch) in enumerate(settings[architecture]):
+                        rows = frame[
+                            (frame["regime"] == regime) & (frame["architecture"] == architecture)
+                        ]
+                        if lr is not None:
+                            rows = rows[
+                                np.isclose(rows["cfg_lr"].astype(float), lr)
+                                & (rows["cfg_batch_size"].astype(int) == batch)
+                            ]
+                        if rows.empty:
+                            continue
+                        stats = rows.groupby("samples_seen")[column].agg(["mean", "min", "max"])
+                        x = stats.index.to_numpy(dtype=float) / 1e6
+                        ax.plot(
+                            x, stats["mean"], color=colour, markersize=3.5, linewidth=1.4,
+                            marker=architecture_marker(architecture),
+                            linestyle=SETTING_LINESTYLES[index % len(SETTING_LINESTYLES)],
                         )  # fmt: skip
+                        if rows["seed"].nunique() > 1:
+                            ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.2)
+                        # Early stops off the doubling grid: hollow marker at the final point.
+                        early = rows[
+                            rows["final"].astype(bool) & (rows["stop_reason"] == "plateau")
+                        ]
+                        if not early.empty:
+                            ax.scatter(
+                                early["samples_seen"] / 1e6, early[column], s=30,
+                                facecolors="white", edgecolors=colour, zorder=3,
+                            )  # fmt: skip
                 ax.set_xscale("log", base=2)
                 _ticks_at(ax, frame["samples_seen"] / 1e6)
                 ax.set_xlabel("samples seen (millions, log scale)")
                 ax.set_ylabel(unit.format(threshold=recovery_threshold))
                 ax.set_title(f"{regime}: {title}", loc="left")
-        handles: list = [
-            Line2D(
-                [],
-                [],
-                color=architecture_colour(a),
-                marker=architecture_marker(a),
-                markersize=4,
-                label=a,
-            )  # fmt: skip
-            for a in architectures
-        ]
+        handles: list = []
+        for a in architectures:
+            for index, (lr, batch) in enumerate(settings[a]):
+                label = a if not several or lr is None else f"{a}, lr {lr:g}, batch {batch:,}"
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        color=architecture_colour(a),
+                        marker=architecture_marker(a),
+                        markersize=4,
+                        label=label,
+                        linestyle=SETTING_LINESTYLES[index % len(SETTING_LINESTYLES)],
+                    )  # fmt: skip
+                )
         if frame["seed"].nunique() > 1:
             handles.append(Patch(color="grey", alpha=0.3, label="min-max over seeds"))
         if (frame["stop_reason"] == "plateau").any():

@@ -96,8 +96,10 @@ def long_runs(
             for architecture in long["architectures"]:
                 for seed in long["seeds"]:
                     values = base(regime, architecture, seed)
-                    add(regime, architecture, values["lr"], values["batch_size"], seed,
-                        long["budget_samples"], include_long)  # fmt: skip
+                    default = {"lr": values["lr"], "batch_size": values["batch_size"]}
+                    for setting in long_settings(config, architecture, default):
+                        add(regime, architecture, setting["lr"], setting["batch_size"], seed,
+                            long["budget_samples"], include_long)  # fmt: skip
     if sensitivity.get("enabled", False):
         budget = sensitivity_budget(config)
         for regime in sensitivity["regimes"]:
@@ -119,6 +121,16 @@ def long_runs(
         for key in sorted(runs)
         if runs[key]["include"]
     ]
+
+
+def long_settings(config: dict, architecture: str, default: dict) -> list[dict]:
+    """The (lr, batch size) settings of one architecture's long runs: those listed under
+    `long.settings.<architecture>` (e.g. a sweep's best and a neighbour), each key
+    missing from an entry taken from the architecture's default; else the default."""
+    listed = _length_config(config).get("long", {}).get("settings", {}).get(architecture)
+    if not listed:
+        return [default]
+    return [{**default, **setting} for setting in listed]
 
 
 def sensitivity_budget(config: dict) -> int:
@@ -486,6 +498,14 @@ def check_length_config(config: dict) -> None:
                 raise ConfigError(
                     f"length_study.{part}.regimes: {regime!r} is not a regime defined under "
                     f"synthetic.regimes ({sorted(regimes)})"
+                )
+    long = study.get("long", {})
+    if long.get("enabled", False):
+        for architecture in long.get("settings", {}):
+            if architecture not in long["architectures"]:
+                raise ConfigError(
+                    f"length_study.long.settings: {architecture!r} is not one of "
+                    f"length_study.long.architectures ({long['architectures']})"
                 )
     if study.get("sensitivity", {}).get("enabled", False):
         if not study.get("long"):
