@@ -107,6 +107,51 @@ def test_sparse_training_forward_matches_dense_autograd(architecture):
         assert torch.allclose(grad, getattr(sae, name).grad, atol=1e-4), name
 
 
+def dense_auxk(sae, out, dead, k_aux):
+    """AuxK written densely, as dictionary_learning does: top-k_aux post-ReLU
+    pre-activations among the dead latents regress the detached residual."""
+    x_centered = out.x_scaled - sae.b_dec
+    pre = (x_centered @ sae.W_enc.T + sae.b_enc).relu()
+    pre = torch.where(dead[None], pre, torch.full_like(pre, -torch.inf))
+    top = pre.topk(k_aux, dim=1)
+    acts = torch.zeros_like(pre).scatter(1, top.indices, top.values)
+    residual = (out.x_scaled - out.x_hat).detach()
+    error = (residual - acts @ sae.W_dec).pow(2).sum(1).mean()
+    return error / (residual - residual.mean(0)).pow(2).sum(1).mean()
+
+
+# 3 dead latents: at most k_aux positive per sample (no top-k needed); 30 and 48: more
+# (top-k); "negative": every dead pre-activation below 0 (nothing to reconstruct with).
+@pytest.mark.parametrize("dead_count", [3, 30, 48, "negative"])
+def test_sparse_auxk_matches_the_dense_formula_and_its_gradients(dead_count):
+    from saesanity.core.architectures.topk import auxk_loss
+
+    sae = initialised_sae("topk", k=4)
+    x = torch.randn(32, 12, generator=torch.Generator().manual_seed(5))
+    dead = torch.zeros(48, dtype=torch.bool)
+    negative = dead_count == "negative"
+    dead_count = 20 if negative else dead_count
+    dead[torch.randperm(48, generator=torch.Generator().manual_seed(6))[:dead_count]] = True
+    if negative:
+        with torch.no_grad():
+            sae.b_enc[dead] = -100.0
+    k_aux = min(6, dead_count)
+    losses, grads = [], []
+    for loss_fn in (auxk_loss, dense_auxk):
+        sae.zero_grad()
+        loss = loss_fn(sae, sae.forward_train(x), dead, k_aux)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None})
+    assert losses[0] > 0 and torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert grads[0].keys() == grads[1].keys() and {"W_enc", "W_dec"} <= grads[0].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+    # Only dead latents get an AuxK gradient, and some of them do (unless none is positive).
+    assert grads[0]["W_enc"][~dead].abs().sum() == 0
+    assert (grads[0]["W_enc"][dead].abs().sum() > 0) != negative
+
+
 @pytest.mark.parametrize("architecture", ["relu", "jumprelu"])
 def test_sparse_and_dense_paths_give_the_same_loss_gradients(architecture, monkeypatch):
     """ReLU/JumpReLU switch between a dense and a sparse path by density; both are exact."""

@@ -180,6 +180,37 @@ def select_topk(
 
 
 @torch.no_grad()
+def select_topk_positive(
+    x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> SparseCode:
+    """The positive entries among each sample's top-k pre-activations (AuxK's code:
+    ReLU'd zeros contribute nothing). A chunk whose rows have at most k positive
+    entries each skips the top-k altogether, the common case once latents are dead."""
+    batch_size, num_latents = x_centered.shape[0], W_enc.shape[0]
+    rows, latents, values = [], [], []
+    encoder_columns = _encoder_columns(W_enc)
+    for start, chunk in zip(
+        range(0, batch_size, PREACT_CHUNK_ROWS), x_centered.split(PREACT_CHUNK_ROWS), strict=True
+    ):
+        pre = torch.addmm(b_enc, chunk, encoder_columns)
+        positive = pre > 0
+        if positive.sum(1).max() <= k:
+            chunk_rows, chunk_latents = positive.nonzero(as_tuple=True)
+            chunk_values = pre[chunk_rows, chunk_latents]
+        else:
+            top_values, top_latents = pre.topk(k, dim=1, sorted=False)
+            keep = top_values > 0
+            chunk_rows = keep.nonzero(as_tuple=True)[0]
+            chunk_latents, chunk_values = top_latents[keep], top_values[keep]
+        rows.append(chunk_rows + start)
+        latents.append(chunk_latents)
+        values.append(chunk_values.float())
+    return SparseCode(
+        torch.cat(rows), torch.cat(latents), torch.cat(values), batch_size, num_latents
+    )
+
+
+@torch.no_grad()
 def select_above(
     x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, threshold: torch.Tensor
 ) -> SparseCode:

@@ -4,10 +4,15 @@ AuxK loss that revives dead latents (shared by the BatchTopK family)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from saesanity.core.sae import SparseAutoencoder, TrainForward
-from saesanity.core.sparse_ops import SparseCode, select_topk
+from saesanity.core.sparse_ops import (
+    SparseCode,
+    gathered_preactivations,
+    select_topk,
+    select_topk_positive,
+    sparse_decode,
+)
 
 
 def auxk_loss(
@@ -15,20 +20,32 @@ def auxk_loss(
 ) -> torch.Tensor:
     """AuxK: the top-k_aux dead latents reconstruct the main reconstruction's residual.
 
-    Normalised by the residual's variance (dictionary_learning); decoded
-    without b_dec (sparsify issue #132); the residual is detached.
+    Normalised by the residual's variance (dictionary_learning); post-ReLU values, as
+    there: a dead latent whose pre-activations are all negative gets no gradient from
+    it. Decoded without b_dec (sparsify issue #132); the residual is detached.
+
+    Sparse like the main forward: a no-grad pass picks each sample's top-k_aux dead
+    latents (only the positive ones: a ReLU'd zero adds nothing), then only those
+    entries are recomputed with autograd, so the backward costs O(B k_aux d) however
+    many latents are dead (a dense version pays O(B n_dead d) twice more, and most of
+    a step once most latents are dead; bench/auxk.py).
     """
     dead_latents = dead.nonzero().squeeze(1)
     k_aux = min(k_aux, len(dead_latents))
     if k_aux == 0:
         return out.x_hat.new_zeros(())
     x_centered = out.x_scaled - sae.b_dec
-    pre = F.linear(x_centered, sae.W_enc[dead_latents], sae.b_enc[dead_latents]).relu()
-    values, chosen = pre.topk(k_aux, dim=1)
+    among_dead = select_topk_positive(
+        x_centered.detach(), sae.W_enc.detach()[dead_latents], sae.b_enc.detach()[dead_latents],
+        k_aux,
+    )  # fmt: skip
+    code = SparseCode(
+        among_dead.rows, dead_latents[among_dead.latents], among_dead.values,
+        among_dead.batch_size, sae.W_enc.shape[0],
+    )  # fmt: skip
+    values = gathered_preactivations(x_centered, sae.W_enc, sae.b_enc, code)
     residual = (out.x_scaled - out.x_hat).detach()
-    residual_hat = F.embedding_bag(
-        chosen, sae.W_dec[dead_latents], mode="sum", per_sample_weights=values
-    )
+    residual_hat = sparse_decode(values, sae.W_dec, code)
     error = (residual - residual_hat).pow(2).sum(1).mean()
     variance = (residual - residual.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12)
     return error / variance
