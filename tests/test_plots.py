@@ -185,6 +185,26 @@ def test_figure_architectures(study, tmp_path):
     _assert_pdf(out)
 
 
+def test_training_length_note_says_when_runs_stopped_at_their_cap(study, tmp_path, monkeypatch):
+    from saesanity.studies.synthetic import training_length_note
+
+    metrics = study[0].assign(cfg_plateau_rel_tol=0.01, cfg_plateau_window_samples=512_000)
+    settled = training_length_note(metrics)
+    assert settled.startswith(f"Training length: all {len(metrics)} runs met the plateau rule")
+    assert "loss down < 1% per 0.512M samples" in settled
+    capped = metrics.copy()
+    capped.loc[capped.index[:3], "stop_reason"] = "max_samples"
+    note = training_length_note(capped)
+    assert note.startswith(f"Training length: NOT SETTLED. 3 of {len(metrics)} runs")
+    with pytest.raises(ValueError, match="lacks \\['cfg_plateau_rel_tol'"):
+        training_length_note(study[0].drop(columns=["cfg_plateau_rel_tol"], errors="ignore"))
+    # The note is drawn on the figure.
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, tight=False: figures.append(fig))
+    plots.figure_architectures(capped, THRESHOLD, tmp_path / "a.pdf", note=note)
+    assert note in [text.get_text() for text in figures[0].texts]
+
+
 def test_figure_summary_table(study, tmp_path):
     metrics, _ = study
     out = tmp_path / "summary.pdf"

@@ -4,8 +4,13 @@ import pandas as pd
 
 from saesanity.plots.synthetic import figure_architectures
 from saesanity.studies.runs import setup_logging
+from saesanity.studies.synthetic import training_length_note
 
 setup_logging(snakemake.log[0])
+metrics = pd.read_csv(snakemake.input[0])
 figure_architectures(
-    pd.read_csv(snakemake.input[0]), snakemake.params.recovery_threshold, snakemake.output[0]
+    metrics,
+    snakemake.params.recovery_threshold,
+    snakemake.output[0],
+    note=training_length_note(metrics),
 )

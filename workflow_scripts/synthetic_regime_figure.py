@@ -5,7 +5,11 @@ import pandas as pd
 
 from saesanity.plots.synthetic import figure_constant, figure_variable
 from saesanity.studies.runs import setup_logging
-from saesanity.studies.synthetic import load_recoveries, random_decoder_recovery
+from saesanity.studies.synthetic import (
+    load_recoveries,
+    random_decoder_recovery,
+    training_length_note,
+)
 
 setup_logging(snakemake.log[0])
 params = snakemake.params
@@ -19,4 +23,6 @@ draw(
     params.recovery_threshold,
     snakemake.output[0],
     chance_level=chance,
+    # The trained runs this figure shows: does their training length settle anything?
+    note=training_length_note(metrics[metrics["variant"] == "trained"]),
 )

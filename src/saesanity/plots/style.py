@@ -12,6 +12,7 @@ byte-identical.
 
 from __future__ import annotations
 
+import textwrap
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -119,6 +120,19 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], who: str, what:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise ValueError(f"{who}: {what} lacks columns {missing}")
+
+
+NOTE_FONTSIZE = 6.5
+
+
+def add_note(fig: Figure, note: str | None) -> None:
+    """A one-line note under the figure's title (e.g. whether the runs it shows have
+    stopped changing). Save with `tight=True`: the note sits above the canvas."""
+    if note:
+        # About 0.55 em per character: lines as wide as the figure.
+        width = max(40, int(fig.get_figwidth() * 72 / (NOTE_FONTSIZE * 0.55)))
+        fig.text(0.0, 1.0, textwrap.fill(note, width), ha="left", va="bottom",
+                 fontsize=NOTE_FONTSIZE)  # fmt: skip
 
 
 def save_figure(fig: Figure, out_path: str | Path, tight: bool = False) -> None:

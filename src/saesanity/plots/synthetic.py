@@ -33,6 +33,7 @@ from saesanity.plots.style import (
     VARIANT_HATCHES,
     VARIANT_LINESTYLES,
     VARIANT_ORDER,
+    add_note,
     architecture_colour,
     architecture_marker,
     format_mean_std,
@@ -174,6 +175,7 @@ def figure_constant(
     threshold: float,
     out_path: str | Path,
     chance_level: float | None = None,
+    note: str | None = None,
 ) -> None:
     """Constant regime, trained SAEs: (A) explained variance vs recovered fraction per
     seed; (B) ECDF of each ground-truth feature's max cosine to the decoder, pooled over
@@ -246,7 +248,8 @@ def figure_constant(
         handles = [_architecture_handle(a, i, several_inits) for a, i in groups]
         shared_legend(fig, handles + references)
         fig.suptitle("Constant regime: trained SAEs")
-        save_figure(fig, out_path)
+        add_note(fig, note)
+        save_figure(fig, out_path, tight=bool(note))
 
 
 # ---------------------------------------------------------------------------
@@ -308,6 +311,7 @@ def figure_variable(
     out_path: str | Path,
     bins: int = 12,
     chance_level: float | None = None,
+    note: str | None = None,
 ) -> None:
     """Variable regime, trained SAEs: recovery as a function of feature firing probability
     in log-spaced bins. (A) mean max cosine (band: min..max over seeds, faint points: every
@@ -376,7 +380,8 @@ def figure_variable(
         handles = [_architecture_handle(a, i, several_inits) for a, i in groups]
         shared_legend(fig, handles + references)
         fig.suptitle("Variable regime: trained SAEs")
-        save_figure(fig, out_path)
+        add_note(fig, note)
+        save_figure(fig, out_path, tight=bool(note))
 
 
 # ---------------------------------------------------------------------------
@@ -442,6 +447,7 @@ def figure_architectures(
     threshold: float,
     out_path: str | Path,
     chance_level: float | None = None,
+    note: str | None = None,
 ) -> None:
     """Every (architecture, variant, init) of every regime: explained variance, mean max
     cosine and recovered fraction as horizontal bars (mean over seeds, std error bars,
@@ -531,7 +537,8 @@ def figure_architectures(
                 )
             )
         shared_legend(fig, handles, max_columns=5)
-        save_figure(fig, out_path)
+        add_note(fig, note)
+        save_figure(fig, out_path, tight=bool(note))
 
 
 # ---------------------------------------------------------------------------

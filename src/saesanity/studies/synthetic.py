@@ -96,6 +96,34 @@ def evaluate_synthetic_run(
     return result
 
 
+def training_length_note(metrics: pd.DataFrame) -> str:
+    """One line for a figure: how many of the runs it shows met the plateau rule (their
+    loss stopped changing) and how many stopped at their sample cap with the loss still
+    falling. Whether EV and recovery have stopped changing is the length study's
+    answer (results/length/), named in the note."""
+    required = ["stop_reason", "cfg_plateau_rel_tol", "cfg_plateau_window_samples"]
+    missing = [column for column in required if column not in metrics.columns]
+    if missing:
+        raise ValueError(f"training_length_note: metrics table lacks {missing}")
+    if metrics.empty:
+        raise ValueError("training_length_note: metrics table has no rows")
+    runs = len(metrics)
+    settled = int((metrics["stop_reason"] == "plateau").sum())
+    tolerance = float(metrics["cfg_plateau_rel_tol"].max())
+    window = float(metrics["cfg_plateau_window_samples"].max())
+    rule = f"loss down < {tolerance:.0%} per {window / 1e6:g}M samples"
+    if settled == runs:
+        return (
+            f"Training length: all {runs} runs met the plateau rule ({rule}); whether EV and "
+            "recovery have stopped changing: results/length/ (docs/synthetic.md)."
+        )
+    return (
+        f"Training length: NOT SETTLED. {runs - settled} of {runs} runs stopped at their "
+        f"sample cap before the plateau rule ({rule}), so their loss was still falling; "
+        "EV and recovery vs length: results/length/ (docs/synthetic.md)."
+    )
+
+
 def _flatten(prefix: str, values: dict) -> dict:
     flat = {}
     for key, value in values.items():
