@@ -193,9 +193,8 @@ def select_topk_positive(
         range(0, batch_size, PREACT_CHUNK_ROWS), x_centered.split(PREACT_CHUNK_ROWS), strict=True
     ):
         pre = torch.addmm(b_enc, chunk, encoder_columns)
-        positive = pre > 0
-        if positive.sum(1).max() <= k:
-            chunk_rows, chunk_latents = positive.nonzero(as_tuple=True)
+        chunk_rows, chunk_latents = (pre > 0).nonzero(as_tuple=True)
+        if len(chunk_rows) == 0 or torch.bincount(chunk_rows).max() <= k:
             chunk_values = pre[chunk_rows, chunk_latents]
         else:
             top_values, top_latents = pre.topk(k, dim=1, sorted=False)
