@@ -390,11 +390,14 @@ def test_long_settings_replace_the_default_lr_and_batch_per_architecture():
     }  # fmt: skip
 
 
-def test_long_settings_for_an_architecture_not_run_is_an_error():
+def test_long_settings_of_an_architecture_not_run_are_unused_and_names_are_checked():
     config = long_best_config()
-    config["length_study"]["long"]["architectures"] = ["topk"]
-    with pytest.raises(ConfigError, match="length_study.long.settings: 'batchtopk'"):
-        check_length_config(config)
+    config["length_study"]["long"]["architectures"] = ["topk"]  # as a layered file may
+    check_length_config(config)
+    assert {run["architecture"] for run in long_runs(config)} == {"topk"}
+    config["length_study"]["long"]["settings"]["topK"] = [{"lr": 0.01}]
+    with pytest.raises(Exception, match="topK"):
+        validate_config(config, REPO / "schemas/config.schema.yaml")
 
 
 # ------------------------------------------------------------ the lr x batch sweep
