@@ -58,8 +58,11 @@ def test_smoke_run_builds_tables_and_figures(smoke_run):
         assert path.read_bytes().startswith(b"%PDF"), path
     metrics = pd.read_csv(smoke_run / "results/synthetic/metrics.csv")
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())["synthetic"]
-    # 2 regimes x 5 architectures + 3 baselines, one row each, every config value a column.
-    assert len(metrics) == 13
+    # 2 regimes x 5 architectures + 3 baselines + the truth reference, one row each, every
+    # config value a column.
+    assert len(metrics) == 14
+    reference = metrics[metrics["init"] == "truth"]
+    assert len(reference) == 1 and reference["recovered_fraction"].iloc[0] == 1.0
     assert {"cfg_lr", "cfg_batch_size", "cfg_soft_freeze_tau", "data_law"} <= set(metrics.columns)
     assert (metrics["cfg_batch_size"] == smoke["training"]["batch_size"]).all()
     assert metrics["explained_variance"].between(-10, 1).all()
@@ -209,7 +212,7 @@ def test_default_config_resolves_and_lints(tmp_path):
     result = snakemake(tmp_path, "-n", "all", configs=("config.yaml",))
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
-    assert jobs["synthetic_train"] == 30
+    assert jobs["synthetic_train"] == 38  # 30 of the study, 8 true-dictionary references
     assert jobs["real_train"] == 24  # BatchTopK at 3 L0s, TopK/ReLU/JumpReLU at one
     assert jobs["ravel_evaluate"] == 24 and jobs["autointerp_score"] == 16
     lint = subprocess.run(
@@ -358,7 +361,7 @@ def test_result_tables_carry_provenance(smoke_run):
 def test_runtimes_come_from_the_benchmark_files(smoke_run):
     runtimes = pd.read_csv(smoke_run / "results/runtimes.csv").set_index("rule")
     benchmarks = list((smoke_run / "benchmarks/synthetic/train").rglob("*.tsv"))
-    assert runtimes.loc["synthetic_train", "jobs"] == len(benchmarks) == 13
+    assert runtimes.loc["synthetic_train", "jobs"] == len(benchmarks) == 14
     walls = [pd.read_csv(path, sep="\t")["s"].iloc[-1] for path in benchmarks]
     assert runtimes.loc["synthetic_train", "total_s"] == pytest.approx(sum(walls))
     assert runtimes.loc["real_train", "jobs"] == 11
