@@ -30,6 +30,7 @@ include: "rules/real.smk"
 include: "rules/length_study.smk"
 include: "rules/autointerp.smk"
 include: "rules/sparse_probing.smk"
+include: "rules/real_length.smk"
 include: "rules/ravel.smk"
 include: "rules/theory.smk"
 include: "rules/provenance.smk"
@@ -44,6 +45,7 @@ rule all:
         rules.length_all.input,
         rules.autointerp_all.input,
         rules.sparse_probing_all.input,
+        rules.real_length_all.input,
         rules.ravel_all.input,
         rules.theory_all.input,
         rules.provenance_all.input,

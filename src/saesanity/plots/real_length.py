@@ -1,0 +1,158 @@
+"""Figure of the training-length study on real activations (studies/real_length.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from saesanity.plots.real import (
+    METRIC_AXIS_LABELS,
+    METRIC_LABELS,
+    _series_style,
+    series_key,
+    series_label,
+)
+from saesanity.plots.style import (
+    ARCHITECTURE_ORDER,
+    REFERENCE_COLOUR,
+    STYLE,
+    add_note,
+    architecture_colour,
+    architecture_marker,
+    in_order,
+    require_columns,
+    save_figure,
+    shared_legend,
+)
+
+# Second row: what each variant reaches, and how far the trained decoder moved.
+DETAIL_PANELS = [
+    ("explained_variance", "held-out EV (dotted: on training tokens)"),
+    ("l0", "L0 (measured, held out)"),
+    ("decoder_median_cosine_to_init", "decoder: median cos(d, d_init)"),
+    ("decoder_fraction_outside_cap", "decoder: fraction of rows with cos < 0.8"),
+]
+
+
+def _steps_axis(ax, steps: pd.Series) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(int(s) for s in steps))
+    ax.set_xticks(ticks, [f"{tick:,d}" for tick in ticks], rotation=45)
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("optimiser steps")
+
+
+def settle_note(gaps: pd.DataFrame, tolerance_text: str = "0.01") -> str:
+    """Which gaps have stopped changing (the rule: every later doubling moves them by
+    less than the tolerance) and which have not, per architecture and metric."""
+    settled, open_ = [], []
+    for (architecture, metric), rows in gaps.groupby(["architecture", "metric"], sort=True):
+        name = f"{architecture} {METRIC_LABELS.get(metric, metric)}"
+        start = rows["gap_settled_from_steps"].dropna()
+        if len(start):
+            settled.append(f"{name} (from {int(start.iloc[0]):,d} steps)")
+        else:
+            open_.append(name)
+    parts = []
+    if open_:
+        parts.append(
+            f"Gap NOT settled (the last doubling still moves it by >= {tolerance_text}): "
+            + ", ".join(open_)
+            + "."
+        )
+    if settled:
+        parts.append(f"Gap settled (later doublings move it < {tolerance_text}): "
+                     + ", ".join(settled) + ".")  # fmt: skip
+    seeds = gaps.groupby("architecture")["seed"].nunique().max() if len(gaps) else 0
+    parts.append(f"{seeds} seed(s); no interval." if seeds < 2 else f"{seeds} seeds.")
+    return " ".join(parts)
+
+
+def figure_real_length(points: pd.DataFrame, gaps: pd.DataFrame, out_path: str | Path) -> None:
+    """Top row: the gap "trained minus the best random baseline" per metric against
+    optimiser steps (log 2 x), one line per architecture (seed 0 when there are
+    several; the gap table keeps every seed). Bottom row, per architecture line style:
+    held-out EV of every variant (dotted: on training tokens), L0, and the trained
+    decoder's drift from its initialisation."""
+    require_columns(gaps, ["architecture", "seed", "metric", "steps", "gap"], "figure", "gaps")
+    require_columns(
+        points, ["architecture", "variant", "init", "seed", "steps"], "figure", "points"
+    )
+    metrics = list(dict.fromkeys(gaps["metric"]))
+    architectures = in_order(points["architecture"], ARCHITECTURE_ORDER)
+    columns = max(len(metrics), len(DETAIL_PANELS))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            2, columns, figsize=(2.3 * columns, 5.4), layout="constrained", squeeze=False
+        )
+        seed = int(points["seed"].min())
+        for ax, metric in zip(axes[0], metrics, strict=False):
+            rows = gaps[(gaps["metric"] == metric) & (gaps["seed"] == seed)]
+            for architecture in architectures:
+                curve = rows[rows["architecture"] == architecture].sort_values("steps")
+                ax.plot(
+                    curve["steps"], curve["gap"],
+                    color=architecture_colour(architecture),
+                    marker=architecture_marker(architecture), markersize=4,
+                )  # fmt: skip
+            ax.axhline(0.0, color=REFERENCE_COLOUR, linewidth=0.7)
+            ax.set_title(f"gap: {METRIC_LABELS.get(metric, metric)}")
+            ax.set_ylabel("trained − best baseline")
+            _steps_axis(ax, rows["steps"])
+        for ax in axes[0][len(metrics) :]:
+            ax.set_visible(False)
+
+        view = points[points["seed"] == seed]
+        linestyles = ["-", "--", "-.", ":"]
+        for ax, (metric, title) in zip(axes[1], DETAIL_PANELS, strict=False):
+            if metric not in view:
+                ax.set_visible(False)
+                continue
+            series = view[["variant", "init"]].drop_duplicates()
+            for variant, init in sorted(
+                series.itertuples(index=False), key=lambda s: series_key(*s)
+            ):
+                if metric.startswith("decoder_") and variant in ("frozen_decoder",):
+                    continue  # a frozen decoder does not move
+                for index, architecture in enumerate(architectures):
+                    curve = view[
+                        (view["variant"] == variant)
+                        & (view["init"] == init)
+                        & (view["architecture"] == architecture)
+                    ].sort_values("steps")
+                    style = _series_style(variant, init)
+                    style["linestyle"] = linestyles[index % len(linestyles)]
+                    ax.plot(curve["steps"], curve[metric], **style)
+                    if metric == "explained_variance" and "train_explained_variance" in curve:
+                        ax.plot(
+                            curve["steps"], curve["train_explained_variance"],
+                            color=style["color"], linestyle=":", linewidth=0.8,
+                        )  # fmt: skip
+            ax.set_title(title)
+            ax.set_ylabel(METRIC_AXIS_LABELS.get(metric, metric.replace("_", " ")))
+            _steps_axis(ax, view["steps"])
+        for ax in axes[1][len(DETAIL_PANELS) :]:
+            ax.set_visible(False)
+
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=architecture_colour(a),
+                marker=architecture_marker(a),
+                linestyle=linestyles[i % len(linestyles)],
+                label=a,
+            )  # fmt: skip
+            for i, a in enumerate(architectures)
+        ]
+        series = points[["variant", "init"]].drop_duplicates()
+        for variant, init in sorted(series.itertuples(index=False), key=lambda s: series_key(*s)):
+            style = _series_style(variant, init)
+            style["linestyle"] = "none"
+            handles.append(Line2D([], [], label=series_label(variant, init), **style))
+        shared_legend(fig, handles, max_columns=4)
+        add_note(fig, settle_note(gaps))
+        save_figure(fig, out_path, tight=True)
