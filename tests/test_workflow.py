@@ -143,6 +143,29 @@ def test_smoke_run_builds_the_length_study(smoke_run):
     assert len(settled) == len(trained)
 
 
+def test_smoke_run_builds_the_real_length_study(smoke_run):
+    assert (smoke_run / "figures/real_length.pdf").read_bytes().startswith(b"%PDF")
+    points = pd.read_csv(smoke_run / "results/real_length/points.csv")
+    # BatchTopK x the four (variant, init) of config.yaml x steps 10 and 20.
+    assert len(points) == 8 and set(points["steps"]) == {10, 20}
+    assert points["variant"].nunique() == 4
+    assert (points["samples_seen"] == points["steps"] * 128).all()
+    reported = ["explained_variance", "train_explained_variance", "ce_loss_score",
+                "kl_div_score", "sae_top_1_test_accuracy", "sae_top_5_test_accuracy"]  # fmt: skip
+    for column in reported:
+        assert points[column].notna().all(), column
+    trained = points[points["variant"] == "trained"]
+    assert trained["decoder_median_cosine_to_init"].between(-1, 1).all()
+    frozen = points[points["variant"] == "frozen_decoder"]
+    assert frozen["decoder_median_cosine_to_init"].to_numpy() == pytest.approx(1.0)
+    gaps = pd.read_csv(smoke_run / "results/real_length/gaps.csv")
+    ev = gaps[gaps["metric"] == "explained_variance"].set_index("steps")
+    for steps, row in ev.iterrows():
+        at = points[points["steps"] == steps].set_index("variant")["explained_variance"]
+        assert row["trained"] == pytest.approx(at["trained"])
+        assert row["best_baseline"] == pytest.approx(at.drop("trained").max())
+
+
 def test_up_to_date_after_the_run(smoke_run):
     result = snakemake(smoke_run, "-n", "all")
     assert result.returncode == 0
