@@ -261,6 +261,12 @@ rule real_table1:
     # Only the runs at the table's L0: `snakemake figures/table1.pdf` trains nothing else.
     input:
         metrics=f"results/real/l0_{saesanity_runs.real_table_l0(config)}/metrics.csv",
+        # With the training-length study on, the table's note says what it found.
+        **(
+            {"gaps": "results/real_length/gaps.csv"}
+            if (REAL.get("length_study") or {}).get("enabled")
+            else {}
+        ),
     output:
         csv=report(
             "results/real/table1.csv",
@@ -276,6 +282,7 @@ rule real_table1:
         l0=saesanity_runs.real_table_l0(config),
         title=REAL_TABLE_TITLE,
         columns=lambda wc: REAL_TABLE1_METRICS,
+        length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
     log:
         "logs/real/table1.log",
     benchmark:
@@ -302,6 +309,7 @@ rule real_summary_bars:
     params:
         title=REAL_TABLE_TITLE,
         columns=lambda wc: REAL_TABLE1_METRICS,
+        length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
     log:
         "logs/real/summary_bars.log",
     benchmark:

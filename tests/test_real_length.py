@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 from snakemake.utils import update_config
 
-from saesanity.plots.real_length import figure_real_length, settle_note
+from saesanity.plots.real_length import figure_real_length, settle_note, training_length_note
 from saesanity.sources.synthetic import make_ground_truth, save_ground_truth
 from saesanity.studies.real_length import (
     check_length_config,
@@ -170,3 +170,20 @@ def test_figure_is_written_and_says_what_has_not_settled(tmp_path):
     out = tmp_path / "real_length.pdf"
     figure_real_length(points, gaps, out)
     assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_table_note_states_the_training_length_and_what_the_study_found():
+    table_runs = pd.DataFrame({"steps": [200, 200], "samples_seen": [819200, 819200],
+                               "seed": [0, 0]})  # fmt: skip
+    unchecked = training_length_note(table_runs, None)
+    assert "200 steps (0.82M samples); 1 seed, no interval." in unchecked
+    assert "not checked" in unchecked and "config/real_length.yaml" in unchecked
+    points = points_frame(
+        [0.60, 0.70, 0.75],
+        {("soft_frozen_decoder", "iso"): [0.62, 0.60, 0.61]},
+    )
+    note = training_length_note(table_runs, gap_table(points, tolerance=0.01), 1024)
+    assert "batch 1,024" in note
+    # EV and CE score only (the probe gap is left to the study's own figure).
+    assert "batchtopk EV gap -0.020 at 100 steps, +0.140 at 400 (not settled by 400 steps)" in note
+    assert "batchtopk CE score gap" in note and "Probe" not in note

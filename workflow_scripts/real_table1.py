@@ -1,8 +1,10 @@
-"""Snakemake script: table 1 (CSV + PDF) at the middle L0."""
+"""Snakemake script: table 1 (CSV + PDF) at the middle L0, with a note on how long its
+runs trained and, when the training-length study is on, what it found at those lengths."""
 
 import pandas as pd
 
 from saesanity.plots.real import figure_table1
+from saesanity.plots.real_length import training_length_note
 from saesanity.provenance import write_result_csv
 from saesanity.studies.real import table1
 from saesanity.studies.runs import setup_logging
@@ -11,6 +13,11 @@ setup_logging(snakemake.log[0])
 metrics = pd.read_csv(snakemake.input.metrics)
 # Table 1's metric columns, in the configured order (a family may lack some, e.g. CE for ReLU).
 columns = [column for column in snakemake.params.columns if column in metrics.columns]
-table = table1(metrics, int(snakemake.params.l0), columns)
+l0 = int(snakemake.params.l0)
+table = table1(metrics, l0, columns)
 write_result_csv(table, snakemake.output.csv, snakemake.config)
-figure_table1(table, snakemake.output.pdf, title=snakemake.params.title)
+gaps = pd.read_csv(snakemake.input.gaps) if "gaps" in snakemake.input.keys() else None
+note = training_length_note(
+    metrics[metrics["target_l0"] == l0], gaps, snakemake.params.length_study_batch_size
+)
+figure_table1(table, snakemake.output.pdf, title=snakemake.params.title, note=note)

@@ -41,6 +41,7 @@ from saesanity.plots.style import (
     REFERENCE_COLOUR,
     STYLE,
     VARIANT_ORDER,
+    add_note,
     format_mean_std,
     in_order,
     order_key,
@@ -511,11 +512,14 @@ def _format_percent(value: float) -> str:
     return f"{value:+.1f}%"
 
 
-def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figure:
+def figure_table1(
+    table: pd.DataFrame, out_path: str | Path, title: str, note: str | None = None
+) -> Figure:
     """The study's Table 1 as a PDF table: per architecture, each variant and init with
     every metric as "mean ± std" over seeds, then the "best frozen - trained (%)" row
     with signed percentages (shaded). Known metrics get short headers (EV, L0, Dead,
-    CE loss, KL, CE score, KL score); other metrics keep their column name."""
+    CE loss, KL, CE score, KL score); other metrics keep their column name. `note`
+    (how long the runs trained, whether that is settled) goes above the title."""
     who = "figure_table1"
     require_columns(table, ["architecture", "variant", "init", "seeds"], who, "table")
     if table.empty:
@@ -594,6 +598,7 @@ def figure_table1(table: pd.DataFrame, out_path: str | Path, title: str) -> Figu
             elif r - 1 in shaded:
                 cell.set_facecolor("#F2F2F2")
         fig.suptitle(title, y=1 - 0.08 / height, va="top")
+        add_note(fig, note)
         save_figure(fig, out_path, tight=True)
     return fig
 

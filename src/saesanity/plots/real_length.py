@@ -71,6 +71,65 @@ def settle_note(gaps: pd.DataFrame, tolerance_text: str = "0.01") -> str:
     return " ".join(parts)
 
 
+def training_length_note(
+    metrics: pd.DataFrame,
+    gaps: pd.DataFrame | None,
+    study_batch_size: int | None = None,
+    metric_names: tuple[str, ...] = ("explained_variance", "ce_loss_score"),
+) -> str:
+    """The note under table 1: how long its runs trained (`metrics`: the table's runs,
+    with `steps`, `samples_seen` and `seed`), and what the training-length study
+    (`gaps`, its gap table, at batch `study_batch_size`; None when the study is off)
+    found about the gap at the lengths it measured, per architecture and metric."""
+    require_columns(metrics, ["steps", "samples_seen", "seed"], "training_length_note", "metrics")
+    steps = sorted({int(s) for s in metrics["steps"]})
+    samples = sorted({int(s) for s in metrics["samples_seen"]})
+    seeds = metrics["seed"].nunique()
+    step_text = f"{steps[0]:,d}" if len(steps) == 1 else f"{steps[0]:,d}-{steps[-1]:,d}"
+    sample_text = _millions(samples[0]) + (
+        "" if len(samples) == 1 else f"-{_millions(samples[-1])}"
+    )
+    parts = [
+        f"Runs trained {step_text} steps ({sample_text} samples); "
+        + (f"{seeds} seed, no interval." if seeds < 2 else f"{seeds} seeds.")
+    ]
+    if gaps is None or gaps.empty:
+        parts.append(
+            "Whether the gap to the random baselines has stopped changing at this length "
+            "is not checked by this run: the training-length study "
+            "(config/real_length.yaml) measures it."
+        )
+        return " ".join(parts)
+    first, last = int(gaps["steps"].min()), int(gaps["steps"].max())
+    findings = []
+    for (architecture, metric), rows in gaps.groupby(["architecture", "metric"], sort=True):
+        if metric not in metric_names:
+            continue
+        rows = rows[rows["seed"] == rows["seed"].min()].sort_values("steps")
+        start = rows["gap_settled_from_steps"].dropna()
+        state = (
+            f"settled from {int(start.iloc[0]):,d} steps"
+            if len(start)
+            else f"not settled by {last:,d} steps"
+        )
+        findings.append(
+            f"{architecture} {METRIC_LABELS.get(metric, metric)} gap "
+            f"{rows['gap'].iloc[0]:+.3f} at {first:,d} steps, {rows['gap'].iloc[-1]:+.3f} "
+            f"at {last:,d} ({state})"
+        )
+    batch = f", batch {study_batch_size:,d}" if study_batch_size else ""
+    parts.append(
+        f"Training-length study (trained minus best baseline, same L0{batch}): "
+        + "; ".join(findings)
+        + "."
+    )
+    return " ".join(parts)
+
+
+def _millions(samples: int) -> str:
+    return f"{samples / 1e6:.2f}M"
+
+
 def figure_real_length(points: pd.DataFrame, gaps: pd.DataFrame, out_path: str | Path) -> None:
     """Top row: the gap "trained minus the best random baseline" per metric against
     optimiser steps (log 2 x), one line per architecture (seed 0 when there are

@@ -196,6 +196,9 @@ def setup_logging(log_path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    # Matplotlib's PDF backend subsets fonts with fontTools, which logs every table it
+    # touches at INFO: dozens of lines per figure that say nothing about the run.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 # ------------------------------------------------------------ real activations
