@@ -356,6 +356,33 @@ def test_final_decoder_drift_on_a_hand_made_decoder(tmp_path):
     assert final_decoder_drift(tmp_path / "user.safetensors", tau=0.8) == {}
 
 
+def test_rows_held_on_the_cap_boundary_count_as_inside(tmp_path):
+    """The Soft-Frozen Decoder's projection leaves rows at cos = tau up to float32
+    rounding: none of them is outside the cap; a row just beyond it is."""
+    from safetensors.torch import save_file
+
+    from saesanity.core.sae import project_to_caps
+    from saesanity.studies.real import final_decoder_drift
+
+    generator = torch.Generator().manual_seed(0)
+    initial = torch.nn.functional.normalize(torch.randn(512, 64, generator=generator), dim=1)
+    moved = torch.nn.functional.normalize(torch.randn(512, 64, generator=generator), dim=1)
+    held = project_to_caps(moved, initial, tau=0.8)
+    cosine = (held * initial).sum(1)
+    assert (cosine < 0.8).any(), "the test needs rows a rounding error below tau"
+    save_file({"W_dec": held, "W_dec_init": initial}, tmp_path / "soft.safetensors")
+    assert (
+        final_decoder_drift(tmp_path / "soft.safetensors", 0.8)["decoder_fraction_outside_cap"]
+        == 0.0
+    )
+    beyond = project_to_caps(moved, initial, tau=0.79)
+    save_file({"W_dec": beyond, "W_dec_init": initial}, tmp_path / "beyond.safetensors")
+    assert (
+        final_decoder_drift(tmp_path / "beyond.safetensors", 0.8)["decoder_fraction_outside_cap"]
+        == 1.0
+    )
+
+
 def test_only_the_extraction_takes_the_configured_precision():
     """`real.activations.precision` reaches the stores' forward passes; every other
     forward pass (splicing, probing, RAVEL, AutoInterp) runs the float32 spec."""

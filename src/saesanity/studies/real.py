@@ -240,6 +240,9 @@ def decoder_drift(run_dir: str | Path) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+CAP_BOUNDARY_TOLERANCE = 1e-4
+
+
 def final_decoder_drift(weights_path: str | Path, tau: float) -> dict[str, float]:
     """How far the decoder rows moved from their random initial directions: the median
     cos(d_j, d_j at init) over rows and the fraction of rows outside the Soft-Frozen
@@ -249,9 +252,12 @@ def final_decoder_drift(weights_path: str | Path, tau: float) -> dict[str, float
     if "W_dec_init" not in tensors:
         return {}
     cosine = torch.nn.functional.cosine_similarity(tensors["W_dec"], tensors["W_dec_init"], dim=1)
+    # The Soft-Frozen Decoder holds its rows on the cap's boundary, where float32
+    # rounding puts about a fifth of them a hair below tau: they count as inside.
+    outside = cosine < tau - CAP_BOUNDARY_TOLERANCE
     return {
         "decoder_median_cosine_to_init": float(cosine.quantile(0.5)),
-        "decoder_fraction_outside_cap": float((cosine < tau).float().mean()),
+        "decoder_fraction_outside_cap": float(outside.float().mean()),
     }
 
 
