@@ -309,7 +309,6 @@ rule real_summary_bars:
     params:
         title=REAL_TABLE_TITLE,
         columns=lambda wc: REAL_TABLE1_METRICS,
-        length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
     log:
         "logs/real/summary_bars.log",
     benchmark:
