@@ -2,6 +2,7 @@
 
 import os
 
+from saesanity.studies import real_length as saesanity_real_length
 from saesanity.studies import runs as saesanity_runs
 from saesanity.sources.activation_store import read_manifest
 from saesanity.core.architectures import ARCHITECTURES

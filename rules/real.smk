@@ -283,6 +283,7 @@ rule real_table1:
         title=REAL_TABLE_TITLE,
         columns=lambda wc: REAL_TABLE1_METRICS,
         length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
+        length_study_steps=saesanity_real_length.study_steps(config),
     log:
         "logs/real/table1.log",
     benchmark:

@@ -3,8 +3,6 @@
 # one run per (architecture, variant, init) with snapshots at every doubling of steps
 # -> one evaluation per snapshot -> points table and gap table -> figure
 
-from saesanity.studies import real_length as saesanity_real_length
-
 saesanity_real_length.check_length_config(config)
 
 REAL_LENGTH = REAL.get("length_study") or {"enabled": False}

@@ -198,8 +198,8 @@ def test_real_run_configs_follow_the_config():
     config = _config()
     runs = real_runs(config)
     keys = {(r["architecture"], r["variant"], r["init"], r["target_l0"]) for r in runs}
-    assert ("topk", "frozen_decoder", "cov", config["real"]["table_l0"]) in keys
-    assert ("topk", "soft_frozen_decoder", "iso", config["real"]["table_l0"]) in keys
+    assert ("jumprelu", "frozen_decoder", "cov", config["real"]["table_l0"]) in keys
+    assert ("jumprelu", "soft_frozen_decoder", "iso", config["real"]["table_l0"]) in keys
     relu = real_train_config(config, "relu", "trained", "iso", 40, 0)
     assert relu["l1_coefficient"] == config["real"]["by_l0"]["relu"][40]["l1_coefficient"]
     assert relu["d_sae"] == config["real"]["expansion"] * 576 and relu["k"] == 40

@@ -22,7 +22,7 @@ from saesanity.studies.real_length import (
     settled_from,
     step_points,
 )
-from saesanity.studies.runs import ConfigError, validate_config
+from saesanity.studies.runs import ConfigError, real_train_config, validate_config
 from saesanity.studies.synthetic import train_synthetic_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +69,26 @@ def test_run_config_has_no_decay_snapshots_at_every_point_and_the_grid_settings(
     assert values["max_samples"] == 6400 * 1024 and values["batch_size"] == 1024
     # The grid's per-architecture settings still apply (JumpReLU's Adam betas).
     assert values["adam_betas"] == config["real"]["architectures"]["jumprelu"]["adam_betas"]
+
+
+def test_a_default_grid_run_is_the_study_run_stopped_at_one_of_its_points():
+    """config.yaml trains its real runs to a length the study measured, with the
+    study's batch, lr and schedule: each is the study's snapshot at that point, so the
+    study's findings at that length are about these very runs."""
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    study = study_config()
+    budget_keys = {"snapshot_samples", "max_samples", "min_samples", "plateau_rel_tol"}
+    for run in length_runs(study):
+        grid = real_train_config(
+            default, run["architecture"], run["variant"], run["init"], run["target_l0"], 0
+        )
+        snapshots = length_train_config(study, **run)
+        assert grid["max_samples"] in snapshots["snapshot_samples"]
+        assert grid["plateau_rel_tol"] == 0.0
+        differing = {
+            key for key in grid.keys() | snapshots.keys() if grid.get(key) != snapshots.get(key)
+        }
+        assert differing <= budget_keys, differing
 
 
 def test_a_decay_is_refused_naming_the_key():
@@ -178,6 +198,15 @@ def test_table_note_states_the_training_length_and_what_the_study_found():
     unchecked = training_length_note(table_runs, None)
     assert "200 steps (0.82M samples); 1 seed, no interval." in unchecked
     assert "not checked" in unchecked and "config/real_length.yaml" in unchecked
+    # With the study off, the note says whether the table's length is one it measures:
+    # 200 steps of 4,096 is not a point of a study at batch 1,024, 3,200 steps of 1,024 is.
+    steps = step_points(200, 6400)
+    assert "measures other lengths" in training_length_note(
+        table_runs, None, 1024, study_steps=steps
+    )
+    at_a_point = pd.DataFrame({"steps": [3200], "samples_seen": [3200 * 1024], "seed": [0]})
+    measured = training_length_note(at_a_point, None, 1024, study_steps=steps)
+    assert "measures whether the gap" in measured and "does not re-check" in measured
     points = points_frame(
         [0.60, 0.70, 0.75],
         {("soft_frozen_decoder", "iso"): [0.62, 0.60, 0.61]},

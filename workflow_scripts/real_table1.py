@@ -18,6 +18,9 @@ table = table1(metrics, l0, columns)
 write_result_csv(table, snakemake.output.csv, snakemake.config)
 gaps = pd.read_csv(snakemake.input.gaps) if "gaps" in snakemake.input.keys() else None
 note = training_length_note(
-    metrics[metrics["target_l0"] == l0], gaps, snakemake.params.length_study_batch_size
+    metrics[metrics["target_l0"] == l0],
+    gaps,
+    snakemake.params.length_study_batch_size,
+    study_steps=snakemake.params.length_study_steps,
 )
 figure_table1(table, snakemake.output.pdf, title=snakemake.params.title, note=note)

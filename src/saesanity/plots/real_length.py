@@ -76,11 +76,14 @@ def training_length_note(
     gaps: pd.DataFrame | None,
     study_batch_size: int | None = None,
     metric_names: tuple[str, ...] = ("explained_variance", "ce_loss_score"),
+    study_steps: list[int] | None = None,
 ) -> str:
     """The note under table 1: how long its runs trained (`metrics`: the table's runs,
     with `steps`, `samples_seen` and `seed`), and what the training-length study
     (`gaps`, its gap table, at batch `study_batch_size`; None when the study is off)
-    found about the gap at the lengths it measured, per architecture and metric."""
+    found about the gap at the lengths it measured, per architecture and metric. With
+    the study off, `study_steps` (the lengths it would measure) says whether the table's
+    length is one of them."""
     require_columns(metrics, ["steps", "samples_seen", "seed"], "training_length_note", "metrics")
     steps = sorted({int(s) for s in metrics["steps"]})
     samples = sorted({int(s) for s in metrics["samples_seen"]})
@@ -94,10 +97,20 @@ def training_length_note(
         + (f"{seeds} seed, no interval." if seeds < 2 else f"{seeds} seeds.")
     ]
     if gaps is None or gaps.empty:
+        batches = set((metrics["samples_seen"] // metrics["steps"]).astype(int))
+        measured = (
+            study_steps is not None
+            and batches == {study_batch_size}
+            and set(steps) <= {int(point) for point in study_steps}
+        )
         parts.append(
-            "Whether the gap to the random baselines has stopped changing at this length "
-            "is not checked by this run: the training-length study "
-            "(config/real_length.yaml) measures it."
+            "The training-length study (config/real_length.yaml, docs/real.md) measures "
+            "whether the gap to the random baselines has stopped changing at this length; "
+            "this run does not re-check it."
+            if measured
+            else "Whether the gap to the random baselines has stopped changing at this "
+            "length is not checked: the training-length study (config/real_length.yaml) "
+            "measures other lengths."
         )
         return " ".join(parts)
     first, last = int(gaps["steps"].min()), int(gaps["steps"].max())

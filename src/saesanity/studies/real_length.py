@@ -71,6 +71,15 @@ def step_points(first_steps: int, max_steps: int) -> list[int]:
     return points + [max_steps]
 
 
+def study_steps(config: dict) -> list[int] | None:
+    """The lengths (optimiser steps) the study measures, whether or not it is on; None
+    when the config has no study."""
+    study = config["real"].get("length_study") or {}
+    if "first_steps" not in study or "max_steps" not in study:
+        return None
+    return step_points(int(study["first_steps"]), int(study["max_steps"]))
+
+
 def length_runs(config: dict) -> list[dict]:
     """Every run of the study (architecture x variant/init x seed), or none when off."""
     study = _study(config)
