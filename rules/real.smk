@@ -3,6 +3,20 @@
 # -> per-checkpoint metrics -> metric tables -> figures and table 1
 
 
+# Table 1 and the reconstruction figure say how long their runs trained and what the
+# training-length study found (its gap table, when it is on) or measures.
+REAL_LENGTH_GAPS = (
+    {"gaps": "results/real_length/gaps.csv"}
+    if (REAL.get("length_study") or {}).get("enabled")
+    else {}
+)
+REAL_LENGTH_NOTE_PARAMS = dict(
+    length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
+    length_study_steps=saesanity_real_length.study_steps(config),
+    length_study_l0=saesanity_real_length.study_l0(config),
+)
+
+
 rule real_all:
     input:
         "results/real/metrics.csv",
@@ -262,11 +276,7 @@ rule real_table1:
     input:
         metrics=f"results/real/l0_{saesanity_runs.real_table_l0(config)}/metrics.csv",
         # With the training-length study on, the table's note says what it found.
-        **(
-            {"gaps": "results/real_length/gaps.csv"}
-            if (REAL.get("length_study") or {}).get("enabled")
-            else {}
-        ),
+        **REAL_LENGTH_GAPS,
     output:
         csv=report(
             "results/real/table1.csv",
@@ -282,8 +292,7 @@ rule real_table1:
         l0=saesanity_runs.real_table_l0(config),
         title=REAL_TABLE_TITLE,
         columns=lambda wc: REAL_TABLE1_METRICS,
-        length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
-        length_study_steps=saesanity_real_length.study_steps(config),
+        **REAL_LENGTH_NOTE_PARAMS,
     log:
         "logs/real/table1.log",
     benchmark:
@@ -327,6 +336,7 @@ rule real_figures:
     input:
         metrics="results/real/metrics.csv",
         drift=real_run_files("drift.csv", trained_only=True),
+        **REAL_LENGTH_GAPS,
     output:
         reconstruction=report(
             "figures/real_reconstruction.pdf",
@@ -338,6 +348,8 @@ rule real_figures:
             caption="../report/real_drift.rst",
             category="Case study 2: real activations",
         ),
+    params:
+        **REAL_LENGTH_NOTE_PARAMS,
     log:
         "logs/real/figures.log",
     benchmark:

@@ -207,6 +207,12 @@ def test_table_note_states_the_training_length_and_what_the_study_found():
     at_a_point = pd.DataFrame({"steps": [3200], "samples_seen": [3200 * 1024], "seed": [0]})
     measured = training_length_note(at_a_point, None, 1024, study_steps=steps)
     assert "measures whether the gap" in measured and "does not re-check" in measured
+    assert "L0" not in training_length_note(at_a_point, None, 1024, study_steps=steps)
+    # The L0 sweep's other L0s are named: the study measures one L0.
+    sweep = pd.DataFrame({"steps": [3200] * 3, "samples_seen": [3200 * 1024] * 3,
+                          "seed": [0] * 3, "target_l0": [20, 40, 80]})  # fmt: skip
+    swept = training_length_note(sweep, None, 1024, study_steps=steps, study_l0=40)
+    assert "runs at L0 40 only; at L0 20, 80 the same length is assumed" in swept
     points = points_frame(
         [0.60, 0.70, 0.75],
         {("soft_frozen_decoder", "iso"): [0.62, 0.60, 0.61]},

@@ -162,6 +162,13 @@ def test_reconstruction_grid(tmp_path: Path) -> None:
     ]
 
 
+def test_reconstruction_figure_carries_its_note(tmp_path: Path) -> None:
+    note = "Runs trained 3,200 steps; the study measures L0 40 only."
+    fig = real_plots.figure_reconstruction(_metrics(), tmp_path / "r.pdf", note=note)
+    _assert_pdf(tmp_path / "r.pdf")
+    assert note in [text.get_text() for text in fig.texts]
+
+
 def test_reconstruction_single_l0_without_reference_columns(tmp_path: Path) -> None:
     metrics = _metrics(architectures=("topk",), l0s=(40,), seeds=(0,)).drop(
         columns=["ce_loss_clean", "ce_loss_zero_ablation"]

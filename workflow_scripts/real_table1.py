@@ -1,5 +1,5 @@
 """Snakemake script: table 1 (CSV + PDF) at the middle L0, with a note on how long its
-runs trained and, when the training-length study is on, what it found at those lengths."""
+runs trained and what the training-length study found (when on) or measures."""
 
 import pandas as pd
 
@@ -10,17 +10,19 @@ from saesanity.studies.real import table1
 from saesanity.studies.runs import setup_logging
 
 setup_logging(snakemake.log[0])
+params = snakemake.params
 metrics = pd.read_csv(snakemake.input.metrics)
 # Table 1's metric columns, in the configured order (a family may lack some, e.g. CE for ReLU).
-columns = [column for column in snakemake.params.columns if column in metrics.columns]
-l0 = int(snakemake.params.l0)
+columns = [column for column in params.columns if column in metrics.columns]
+l0 = int(params.l0)
 table = table1(metrics, l0, columns)
 write_result_csv(table, snakemake.output.csv, snakemake.config)
 gaps = pd.read_csv(snakemake.input.gaps) if "gaps" in snakemake.input.keys() else None
 note = training_length_note(
     metrics[metrics["target_l0"] == l0],
     gaps,
-    snakemake.params.length_study_batch_size,
-    study_steps=snakemake.params.length_study_steps,
+    params.length_study_batch_size,
+    study_steps=params.length_study_steps,
+    study_l0=params.length_study_l0,
 )
-figure_table1(table, snakemake.output.pdf, title=snakemake.params.title, note=note)
+figure_table1(table, snakemake.output.pdf, title=params.title, note=note)

@@ -324,13 +324,16 @@ def figure_metric_vs_l0(
     return fig
 
 
-def figure_reconstruction(metrics: pd.DataFrame, out_path: str | Path) -> Figure:
+def figure_reconstruction(
+    metrics: pd.DataFrame, out_path: str | Path, note: str | None = None
+) -> Figure:
     """The study's reconstruction figure: rows are explained variance, CE loss with the
     reconstruction spliced in, and KL divergence to the clean model, each vs target L0;
     columns are architectures; one line per (variant, init), ±1 std over seeds. The CE
     row has the clean-model CE loss as a dashed line; the zero-ablation CE loss (the
     score's other reference, usually far above the plotted range) is written in the
-    legend. Both references are used when their columns are present."""
+    legend. Both references are used when their columns are present. `note` (how long
+    the runs trained, whether that is settled) goes above the title."""
     who = "figure_reconstruction"
     rows = [
         ("explained_variance", "explained variance"),
@@ -379,7 +382,8 @@ def figure_reconstruction(metrics: pd.DataFrame, out_path: str | Path) -> Figure
             ax.set_xlabel(_X_LABELS["target_l0"])
         shared_legend(fig, handles, max_columns=legend_columns(fig))
         fig.suptitle(f"Reconstruction vs L0 ({_errorbar_note(metrics)})")
-        save_figure(fig, out_path)
+        add_note(fig, note)
+        save_figure(fig, out_path, tight=note is not None)
     return fig
 
 

@@ -77,13 +77,15 @@ def training_length_note(
     study_batch_size: int | None = None,
     metric_names: tuple[str, ...] = ("explained_variance", "ce_loss_score"),
     study_steps: list[int] | None = None,
+    study_l0: int | None = None,
 ) -> str:
     """The note under table 1: how long its runs trained (`metrics`: the table's runs,
     with `steps`, `samples_seen` and `seed`), and what the training-length study
     (`gaps`, its gap table, at batch `study_batch_size`; None when the study is off)
     found about the gap at the lengths it measured, per architecture and metric. With
     the study off, `study_steps` (the lengths it would measure) says whether the table's
-    length is one of them."""
+    length is one of them. Runs at an L0 other than the study's (`study_l0`) are
+    named: the study says nothing direct about them."""
     require_columns(metrics, ["steps", "samples_seen", "seed"], "training_length_note", "metrics")
     steps = sorted({int(s) for s in metrics["steps"]})
     samples = sorted({int(s) for s in metrics["samples_seen"]})
@@ -96,6 +98,14 @@ def training_length_note(
         f"Runs trained {step_text} steps ({sample_text} samples); "
         + (f"{seeds} seed, no interval." if seeds < 2 else f"{seeds} seeds.")
     ]
+    if study_l0 is not None and "target_l0" in metrics.columns:
+        others = sorted({int(l0) for l0 in metrics["target_l0"]} - {int(study_l0)})
+        if others:
+            parts.append(
+                f"The training-length study runs at L0 {int(study_l0)} only; at L0 "
+                + ", ".join(str(l0) for l0 in others)
+                + " the same length is assumed, not measured."
+            )
     if gaps is None or gaps.empty:
         batches = set((metrics["samples_seen"] // metrics["steps"]).astype(int))
         measured = (
