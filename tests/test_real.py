@@ -102,6 +102,28 @@ def test_restarting_from_the_hook_equals_the_full_forward(language_model):
     assert not torch.allclose(hooked, full)
 
 
+def test_spliced_logits_resume_in_the_blocks_after_the_hook_only_where_they_match(
+    language_model, monkeypatch
+):
+    """Without TransformerLens 4.x's start_at_layer, the Hugging Face blocks after the
+    hook are used once a window shows they give the full forward's logits; a model whose
+    head does more (here a Gemma-2-style logit soft-cap) keeps full forwards."""
+    tokens = torch.randint(0, 49152, (2, 10))
+    tokens[:, 0] = language_model.bos_token_id
+    noisy = language_model.residual(tokens) + 1.0
+    hooked = language_model.logits_with_replacement(tokens, lambda activation: noisy)
+    monkeypatch.setattr(language_model, "_starts_at_layer", False)
+    monkeypatch.setattr(language_model, "_resumes_in_hf", None)
+    torch.testing.assert_close(language_model.logits_from_hook(noisy, tokens), hooked)
+    assert language_model._resumes_in_hf is True
+
+    unembed = language_model.unembed
+    monkeypatch.setattr(language_model, "unembed", lambda h: 30.0 * torch.tanh(unembed(h) / 30.0))
+    monkeypatch.setattr(language_model, "_resumes_in_hf", None)
+    torch.testing.assert_close(language_model.logits_from_hook(noisy, tokens), hooked)
+    assert language_model._resumes_in_hf is False
+
+
 def test_store_round_trip_is_exact_and_leaves_out_bos(language_model, windows, store_dir):
     store = ActivationStore(store_dir)
     manifest = store.manifest

@@ -286,6 +286,9 @@ class LanguageModel:
             raise ValueError(f"model.name = {spec.name!r}: its tokenizer has no BOS token")
         self.bos_token_id = int(self.tokenizer.bos_token_id)
         self._starts_at_layer = True  # TransformerLens 4.x; found out at the first call
+        # Without it (3.x): can the Hugging Face blocks after the hook give the same
+        # logits? Checked against a full forward at the first call (None: not yet).
+        self._resumes_in_hf: bool | None = None
 
     @property
     def device(self) -> str:
@@ -310,8 +313,10 @@ class LanguageModel:
     ) -> torch.Tensor:
         """Next-token logits when the hooked activation is `activation` [batch, pos, d]:
         runs only the blocks after the hook where TransformerLens's bridge can start at a
-        layer (4.x); with 3.x (the release SAELens accepts) it runs the full forward on
-        `tokens` with `activation` written at the hook, which gives the same logits."""
+        layer (4.x). With 3.x (the release SAELens accepts) it runs the Hugging Face
+        blocks after the hook where they give the full forward's logits (checked on one
+        window at the first call), else the full forward on `tokens` with `activation`
+        written at the hook."""
         dtype = DTYPES[self.spec.dtype]
         if self._starts_at_layer:
             try:
@@ -320,10 +325,40 @@ class LanguageModel:
                 ).float()
             except NotImplementedError:
                 self._starts_at_layer = False
-                log.info("this TransformerBridge cannot start at a layer: full forwards")
+                log.info("this TransformerBridge cannot start at a layer")
         if tokens is None:
             raise ValueError("logits_from_hook: this TransformerLens needs the tokens too")
+        if self._resumes_in_hf is None:
+            self._resumes_in_hf = self._hf_resume_matches(activation[:1], tokens[:1])
+        if self._resumes_in_hf:
+            return self.unembed(self.final_hidden_from_hook(activation))
         return self.logits_with_replacement(tokens, lambda _: activation.to(self.device, dtype))
+
+    def _hf_resume_matches(self, activation: torch.Tensor, tokens: torch.Tensor) -> bool:
+        """Whether the Hugging Face blocks after the hook reproduce the full forward's
+        logits on this window (a model whose head does more than norm + lm_head, such as
+        Gemma-2's logit soft-capping, or whose blocks this call cannot drive, does not)."""
+        dtype = DTYPES[self.spec.dtype]
+        reference = self.logits_with_replacement(
+            tokens, lambda _: activation.to(self.device, dtype)
+        )
+        try:
+            resumed = self.unembed(self.final_hidden_from_hook(activation))
+        except (AttributeError, TypeError, ValueError) as error:
+            log.info(
+                "spliced logits: full forwards (cannot resume in the model's blocks: %s)", error
+            )
+            return False
+        matches = resumed.shape == reference.shape and torch.allclose(
+            resumed, reference, rtol=1e-4, atol=1e-4
+        )
+        log.info(
+            "spliced logits: %s",
+            "the blocks after the hook (match the full forward)"
+            if matches
+            else "full forwards (the blocks after the hook do not reproduce them)",
+        )
+        return bool(matches)
 
     @torch.no_grad()
     def logits_with_replacement(
