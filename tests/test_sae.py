@@ -7,7 +7,12 @@ import saesanity.core.sae as sae_module
 from saesanity.core.architectures import ARCHITECTURES, REGISTRY, make_sae
 from saesanity.core.architectures.jumprelu import jumprelu
 from saesanity.core.architectures.jumprelu import step_function as step
-from saesanity.core.sae import covariance_directions, project_to_caps, unit_sphere_directions
+from saesanity.core.sae import (
+    covariance_directions,
+    gather_latents,
+    project_to_caps,
+    unit_sphere_directions,
+)
 from saesanity.core.sparse_ops import (
     SparseCode,
     gathered_preactivations,
@@ -176,6 +181,31 @@ def test_sparse_and_dense_paths_give_the_same_loss_gradients(architecture, monke
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-4), name
+
+
+def test_per_latent_gradients_are_the_same_on_every_run():
+    """A per-latent parameter gathered at ~1M entries (JumpReLU's thresholds, ReLU's
+    decoder norms) must get the same gradient on every backward pass with several
+    threads: `tensor[latents]` accumulated in a thread-dependent order there, and two
+    identical JumpReLU Frozen Encoder runs drifted apart from step 70."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randint(0, 2304, (1_200_000,), generator=generator)
+        upstream = torch.randn(1_200_000, generator=generator)
+
+        def gradient() -> torch.Tensor:
+            threshold = torch.zeros(2304, requires_grad=True)
+            (gather_latents(threshold, latents) * upstream).sum().backward()
+            return threshold.grad
+
+        first = gradient()
+        assert all(torch.equal(first, gradient()) for _ in range(10))
+        expected = torch.zeros(2304, dtype=torch.float64).index_add_(0, latents, upstream.double())
+        torch.testing.assert_close(first.double(), expected, rtol=1e-4, atol=1e-3)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_matryoshka_prefixes_use_nested_groups():

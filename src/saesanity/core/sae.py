@@ -32,6 +32,14 @@ from saesanity.core.sparse_ops import SparseCode, gathered_preactivations, spars
 DENSE_FRACTION = 0.05
 
 
+def gather_latents(tensor: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """tensor[latents] for a per-latent tensor, with a reproducible gradient: the
+    backward of `tensor[latents]` (index_put_ with accumulation) adds in a
+    thread-dependent order on CPU once there are ~1M entries, so two identical runs
+    drift apart; index_select's backward (index_add_) does not."""
+    return tensor.index_select(0, latents)
+
+
 @dataclass
 class TrainForward:
     """What one training forward pass hands to the loss.
@@ -55,7 +63,9 @@ class TrainForward:
 
     def per_latent(self, tensor: torch.Tensor) -> torch.Tensor:
         """A per-latent (d_sae,) tensor laid out like `values`."""
-        return tensor[self.latents] if self.latents is not None else tensor.expand_as(self.values)
+        if self.latents is None:
+            return tensor.expand_as(self.values)
+        return gather_latents(tensor, self.latents)
 
 
 class SparseAutoencoder(nn.Module):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from saesanity.core.sae import SparseAutoencoder, TrainForward
+from saesanity.core.sae import SparseAutoencoder, TrainForward, gather_latents
 from saesanity.core.sparse_ops import SparseCode, select_above
 
 
@@ -95,7 +95,11 @@ class JumpReLUSAE(SparseAutoencoder):
         return select_above(x_centered, self.W_enc, self.b_enc, self.threshold)
 
     def activation(self, pre: torch.Tensor, latents: torch.Tensor | None) -> torch.Tensor:
-        threshold = self.threshold.expand_as(pre) if latents is None else self.threshold[latents]
+        threshold = (
+            self.threshold.expand_as(pre)
+            if latents is None
+            else gather_latents(self.threshold, latents)
+        )
         return jumprelu(pre, threshold, self.jumprelu_bandwidth)
 
     def sparsity_loss(
