@@ -63,8 +63,9 @@ def main(argv: list[str]) -> None:
         )  # fmt: skip
         .sort_values("wall_s", ascending=False)
     )
-    out = Path(__file__).parent / "out" / f"workflow_time_{target}.csv"
-    out.parent.mkdir(exist_ok=True)
+    # A file target (figures/table1.pdf) names the output file without its folders.
+    out = Path(__file__).parent / "out" / f"workflow_time_{target.replace('/', '_')}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
     per_rule.to_csv(out)
     print(per_rule.to_string())
     missing = jobs[jobs["wall_s"].isna()]
