@@ -77,8 +77,8 @@ BAD_VALUES = [
     ({"real": {"training": {"seed": 3}}}, "real.training: Additional properties"),
     ({"synthetic": {"training": {"lr": -1.0}}}, "lr"),
     ({"real": {"expansion": 0}}, "expansion"),
-    ({"real": {"architectures": {"batchtopk": {"threshold_start_step": 500}}}},
-     "threshold_start_step = 500"),
+    ({"real": {"architectures": {"batchtopk": {"threshold_start_step": 5000}}}},
+     "threshold_start_step = 5000"),
     # Pinned files are named by key; an unknown key names the pins that exist.
     ({"real": {"model": {"embedded": "smollm3"}}},
      "real.model.embedded = 'smollm3': not a pinned file; expected one of "
