@@ -79,13 +79,13 @@ def training_length_note(
     study_steps: list[int] | None = None,
     study_l0: int | None = None,
 ) -> str:
-    """The note under table 1: how long its runs trained (`metrics`: the table's runs,
-    with `steps`, `samples_seen` and `seed`), and what the training-length study
-    (`gaps`, its gap table, at batch `study_batch_size`; None when the study is off)
-    found about the gap at the lengths it measured, per architecture and metric. With
-    the study off, `study_steps` (the lengths it would measure) says whether the table's
-    length is one of them. Runs at an L0 other than the study's (`study_l0`) are
-    named: the study says nothing direct about them."""
+    """The note above table 1 and the reconstruction figure: how long their runs trained
+    (`metrics`: those runs, with `steps`, `samples_seen` and `seed`), and what the
+    training-length study (`gaps`, its gap table, at batch `study_batch_size`; None when
+    the study is off) found about the gap at the lengths it measured, per architecture
+    and metric. With the study off, `study_steps` (the lengths it would measure) says
+    whether the runs' length is one of them. Runs at an L0 other than the study's
+    (`study_l0`) are named: the study says nothing direct about them."""
     require_columns(metrics, ["steps", "samples_seen", "seed"], "training_length_note", "metrics")
     steps = sorted({int(s) for s in metrics["steps"]})
     samples = sorted({int(s) for s in metrics["samples_seen"]})
