@@ -204,10 +204,15 @@ def test_table1_builds_only_the_runs_at_its_l0(tmp_path):
     result = snakemake(tmp_path, "-n", "figures/table1.pdf", configs=("config.yaml",))
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
-    # 16 runs at L0 40 (4 architectures x 4 variants); nothing synthetic, no other L0.
-    assert jobs["real_train"] == 16 and jobs["real_evaluate"] == 16
+    # 8 runs at L0 40 (BatchTopK, JumpReLU x 4 variants); nothing synthetic, no other L0.
+    assert jobs["real_train"] == 8 and jobs["real_evaluate"] == 8
     assert not any(rule.startswith("synthetic") for rule in jobs)
     assert "l0_20" not in result.stdout and "l0_80" not in result.stdout
+    # TopK and ReLU are one config file away.
+    configs = ("config.yaml", "config/real_all_architectures.yaml")
+    result = snakemake(tmp_path, "-n", "figures/table1.pdf", configs=configs)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert planned_jobs(result)["real_train"] == 16
 
 
 def test_paper_config_resolves_the_full_grid(tmp_path):
@@ -236,8 +241,8 @@ def test_default_config_resolves_and_lints(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
     assert jobs["synthetic_train"] == 38  # 30 of the study, 8 true-dictionary references
-    assert jobs["real_train"] == 24  # BatchTopK at 3 L0s, TopK/ReLU/JumpReLU at one
-    assert jobs["ravel_evaluate"] == 24 and jobs["autointerp_score"] == 16
+    assert jobs["real_train"] == 16  # BatchTopK at 3 L0s, JumpReLU at one
+    assert jobs["ravel_evaluate"] == 16 and jobs["autointerp_score"] == 8
     lint = subprocess.run(
         [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")],
         capture_output=True, text=True, cwd=REPO,
