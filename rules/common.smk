@@ -71,6 +71,7 @@ def synthetic_regimes():
 
 # ------------------------------------------------------------ real activations
 REAL = config["real"]
+REAL_LENGTH = REAL.get("length_study") or {"enabled": False}
 REAL_RUNS = saesanity_runs.real_runs(config)
 REAL_RUN_DIR = saesanity_runs.REAL_RUN_DIR
 REAL_RUN_PATH = REAL_RUN_DIR.replace("results/real/", "")

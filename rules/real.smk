@@ -5,13 +5,9 @@
 
 # Table 1 and the reconstruction figure say how long their runs trained and what the
 # training-length study found (its gap table, when it is on) or measures.
-REAL_LENGTH_GAPS = (
-    {"gaps": "results/real_length/gaps.csv"}
-    if (REAL.get("length_study") or {}).get("enabled")
-    else {}
-)
+REAL_LENGTH_GAPS = {"gaps": "results/real_length/gaps.csv"} if REAL_LENGTH.get("enabled") else {}
 REAL_LENGTH_NOTE_PARAMS = dict(
-    length_study_batch_size=(REAL.get("length_study") or {}).get("batch_size"),
+    length_study_batch_size=REAL_LENGTH.get("batch_size"),
     length_study_steps=saesanity_real_length.study_steps(config),
     length_study_l0=saesanity_real_length.study_l0(config),
 )

@@ -5,7 +5,6 @@
 
 saesanity_real_length.check_length_config(config)
 
-REAL_LENGTH = REAL.get("length_study") or {"enabled": False}
 REAL_LENGTH_RUN_DIR = saesanity_real_length.RUN_DIR
 REAL_LENGTH_RUN_PATH = REAL_LENGTH_RUN_DIR.replace("results/real_length/", "")
 REAL_LENGTH_RUNS = saesanity_real_length.length_runs(config)
