@@ -2,6 +2,7 @@
 spliced CE/KL, the SAELens export, table 1 and the run configuration."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import yaml
 from conftest import REPO, residual_by_shard
 
 from saesanity.evals.metrics import RECONSTRUCTION_METRICS
+from saesanity.evals.ravel import RavelConfigError, check_blocks_after_hook
 from saesanity.sources.activation_store import (
     ActivationStore,
     StoreError,
@@ -122,6 +124,23 @@ def test_spliced_logits_resume_in_the_blocks_after_the_hook_only_where_they_matc
     monkeypatch.setattr(language_model, "_resumes_in_hf", None)
     torch.testing.assert_close(language_model.logits_from_hook(noisy, tokens), hooked)
     assert language_model._resumes_in_hf is False
+
+
+def test_ravel_refuses_a_model_whose_blocks_after_the_hook_differ(language_model, monkeypatch):
+    """RAVEL learns through the blocks after the hook, with no full-forward fallback:
+    a head those blocks leave out (a Gemma-2-style soft-cap) is an error, not scores."""
+    tokens = torch.randint(0, 49152, (12,))
+    tokens[0] = language_model.bos_token_id
+    data = SimpleNamespace(meta={"prompts": [{"tokens": tokens.tolist()}]})
+    monkeypatch.setattr(language_model, "_resumes_in_hf", None)
+    check_blocks_after_hook(language_model, data)  # SmolLM2: norm + lm_head, it matches
+    assert language_model._resumes_in_hf is True
+
+    unembed = language_model.unembed
+    monkeypatch.setattr(language_model, "unembed", lambda h: 30.0 * torch.tanh(unembed(h) / 30.0))
+    monkeypatch.setattr(language_model, "_resumes_in_hf", None)
+    with pytest.raises(RavelConfigError, match="do not reproduce its full forward"):
+        check_blocks_after_hook(language_model, data)
 
 
 def test_store_round_trip_is_exact_and_leaves_out_bos(language_model, windows, store_dir):

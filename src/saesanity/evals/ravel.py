@@ -203,6 +203,20 @@ def score_mask(
     return {kind: float(np.mean(values)) for kind, values in hits.items()}
 
 
+def check_blocks_after_hook(model: LanguageModel, data: RavelData) -> None:
+    """RAVEL learns its mask through the model's Hugging Face blocks after the hook
+    (`final_hidden_from_hook`), which skip whatever the full forward does beyond them
+    (a Gemma-2-style logit soft-cap, say). Checked once, on one kept prompt, against the
+    full forward; an error rather than scores of another model."""
+    tokens = torch.tensor([data.meta["prompts"][0]["tokens"]])
+    if not model.blocks_after_hook_reproduce_logits(tokens):
+        raise RavelConfigError(
+            f"ravel: {model.spec.name}'s blocks after {model.spec.hook_name} do not "
+            "reproduce its full forward's logits (see the log), and RAVEL's mask learns "
+            "through them; leave this model out of ravel (ravel.enabled: false)"
+        )
+
+
 def evaluate_codec(
     model: LanguageModel, codec, data: RavelData, settings: dict, seed: int = 0
 ) -> dict:
@@ -212,6 +226,7 @@ def evaluate_codec(
     from tqdm import tqdm
 
     model.freeze()
+    check_blocks_after_hook(model, data)
     per_attribute = {}
     for key, pairs in tqdm(sorted(data.attributes.items()), desc="ravel attributes"):
         t0 = time.monotonic()

@@ -328,11 +328,22 @@ class LanguageModel:
                 log.info("this TransformerBridge cannot start at a layer")
         if tokens is None:
             raise ValueError("logits_from_hook: this TransformerLens needs the tokens too")
-        if self._resumes_in_hf is None:
-            self._resumes_in_hf = self._hf_resume_matches(activation[:1], tokens[:1])
-        if self._resumes_in_hf:
+        if self.blocks_after_hook_reproduce_logits(tokens[:1], activation[:1]):
             return self.unembed(self.final_hidden_from_hook(activation))
         return self.logits_with_replacement(tokens, lambda _: activation.to(self.device, dtype))
+
+    @torch.no_grad()
+    def blocks_after_hook_reproduce_logits(
+        self, tokens: torch.Tensor, activation: torch.Tensor | None = None
+    ) -> bool:
+        """Whether `unembed(final_hidden_from_hook(a))` gives the full forward's logits
+        with `a` written at the hook, checked on one window of `tokens` (with `activation`
+        there, else the window's own residual) at the first call and remembered."""
+        if self._resumes_in_hf is None:
+            if activation is None:
+                activation = self.residual(tokens)
+            self._resumes_in_hf = self._hf_resume_matches(activation, tokens)
+        return self._resumes_in_hf
 
     def _hf_resume_matches(self, activation: torch.Tensor, tokens: torch.Tensor) -> bool:
         """Whether the Hugging Face blocks after the hook reproduce the full forward's
