@@ -207,6 +207,7 @@ def test_table_note_states_the_training_length_and_what_the_study_found():
     at_a_point = pd.DataFrame({"steps": [3200], "samples_seen": [3200 * 1024], "seed": [0]})
     measured = training_length_note(at_a_point, None, 1024, study_steps=steps)
     assert "measures whether the gap" in measured and "does not re-check" in measured
+    assert "probe gaps and the decoders' drift are not part of that rule" in measured
     assert "L0" not in training_length_note(at_a_point, None, 1024, study_steps=steps)
     # The L0 sweep's other L0s are named: the study measures one L0.
     sweep = pd.DataFrame({"steps": [3200] * 3, "samples_seen": [3200 * 1024] * 3,
@@ -219,6 +220,10 @@ def test_table_note_states_the_training_length_and_what_the_study_found():
     )
     note = training_length_note(table_runs, gap_table(points, tolerance=0.01), 1024)
     assert "batch 1,024" in note
-    # EV and CE score only (the probe gap is left to the study's own figure).
+    # EV and CE score in detail; the other metrics (the probes) by whether their gap
+    # settled; drift is said to be outside the rule.
     assert "batchtopk EV gap -0.020 at 100 steps, +0.140 at 400 (not settled by 400 steps)" in note
-    assert "batchtopk CE score gap" in note and "Probe" not in note
+    assert "batchtopk CE score gap" in note and "Probe top-1 gap" not in note
+    settled = "Other metrics: Gap settled (later doublings move it < 0.01): batchtopk Probe top-1"
+    assert settled in note
+    assert "drift from their initialisation is not part of the rule" in note

@@ -3,6 +3,7 @@ and what the training-length study found or measures), and the decoder-drift his
 
 import pandas as pd
 
+from saesanity.evals.metrics import RECONSTRUCTION_METRICS
 from saesanity.plots.real import figure_drift, figure_reconstruction
 from saesanity.plots.real_length import training_length_note
 from saesanity.studies.real import load_drift
@@ -12,6 +13,8 @@ setup_logging(snakemake.log[0])
 params = snakemake.params
 metrics = pd.read_csv(snakemake.input.metrics)
 gaps = pd.read_csv(snakemake.input.gaps) if "gaps" in snakemake.input.keys() else None
+if gaps is not None:  # the note speaks of the figure's metrics only
+    gaps = gaps[gaps["metric"].isin(RECONSTRUCTION_METRICS)]
 note = training_length_note(
     metrics,
     gaps,

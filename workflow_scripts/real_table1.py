@@ -18,6 +18,8 @@ l0 = int(params.l0)
 table = table1(metrics, l0, columns)
 write_result_csv(table, snakemake.output.csv, snakemake.config)
 gaps = pd.read_csv(snakemake.input.gaps) if "gaps" in snakemake.input.keys() else None
+if gaps is not None:  # the note speaks of the table's columns only
+    gaps = gaps[gaps["metric"].isin(columns)]
 note = training_length_note(
     metrics[metrics["target_l0"] == l0],
     gaps,
