@@ -103,6 +103,26 @@ def test_resume_after_interruption_gives_identical_weights(architecture, tmp_pat
     assert meta["steps"] == config.max_steps
 
 
+def test_a_state_past_a_snapshot_that_is_gone_starts_again(tmp_path):
+    """A forced rerun deletes a run's outputs (its snapshots too) but not its saved state;
+    resuming past a snapshot point would never write that snapshot again."""
+    config = small_config(snapshot_samples=[128 * 4, 128 * 20])
+    complete = run(config, tmp_path, "complete")
+    run(config, tmp_path, stop_after_steps=9)
+    early = tmp_path / "run" / "snapshots" / "samples512.safetensors"
+    assert early.exists()
+    early.unlink()
+    resumed = run(config, tmp_path)
+    assert early.exists()
+    for name, tensor in complete.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    # With every earlier snapshot in place the state is resumed, not retrained.
+    run(config, tmp_path, "kept", stop_after_steps=9)
+    kept = run(config, tmp_path, "kept", stop_after_steps=1)
+    state = torch.load(tmp_path / "kept" / "train_state.pt", weights_only=False)
+    assert state["state"]["step"] == 10 and kept is not None
+
+
 def test_resume_state_from_a_different_config_is_ignored(tmp_path):
     run(small_config(), tmp_path, stop_after_steps=5)
     sae = run(small_config(lr=1e-3), tmp_path)

@@ -320,7 +320,16 @@ def train(
     fingerprint = resume_fingerprint(config, source, precision)
     if state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["fingerprint"] == fingerprint:
+        missing = _missing_snapshots(config, out_dir, saved["state"]["step"])
+        if saved["fingerprint"] == fingerprint and missing:
+            # A snapshot from before the saved step cannot be made again by resuming (a
+            # workflow that forces a rerun deletes the old outputs, not the state).
+            log.warning(
+                "ignoring %s: its snapshots at %s samples are gone and only a run from "
+                "the start writes them again",
+                state_path, ", ".join(f"{samples:,d}" for samples in missing),
+            )  # fmt: skip
+        elif saved["fingerprint"] == fingerprint:
             sae.load_state_dict(saved["model"])
             anchors = saved["anchors"]
             state = TrainState(**saved["state"])
@@ -420,8 +429,7 @@ def train(
             # metadata as the final checkpoint, so a snapshot is evaluated like a final run.
             state.wall_seconds = wall_before + time.perf_counter() - started
             save_sae(
-                sae, out_dir / "snapshots" / f"samples{samples_seen}.safetensors",
-                out_dir / "snapshots" / f"samples{samples_seen}.json",
+                sae, *_snapshot_paths(out_dir, samples_seen),
                 {**_metadata(config, state), "stop_reason": "snapshot"},
                 extra_tensors={"W_dec_init": anchors},
             )  # fmt: skip
@@ -441,6 +449,17 @@ def train(
     _write_outputs(sae, config, state, anchors, out_dir)
     state_path.unlink(missing_ok=True)
     return sae
+
+
+def _snapshot_paths(out_dir: Path, samples: int) -> tuple[Path, Path]:
+    stem = out_dir / "snapshots" / f"samples{samples}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _missing_snapshots(config: TrainConfig, out_dir: Path, step: int) -> list[int]:
+    """Snapshot points a run saved at `step` has passed whose files are not there."""
+    passed = [s for s in config.snapshot_samples if s <= step * config.batch_size]
+    return [s for s in passed if not all(p.exists() for p in _snapshot_paths(out_dir, s))]
 
 
 def _write_outputs(sae, config, state: TrainState, anchors, out_dir: Path) -> None:
