@@ -189,7 +189,38 @@ def dense_bound_seconds(d_in: int, d_sae: int, repeats: int, batch: int = BATCH)
     return best
 
 
-def run_rows(args, bound_repeats: int) -> list[dict]:
+def timing_row(
+    architecture: str,
+    phase: str,
+    d_in: int,
+    config: TrainConfig,
+    threads: int,
+    l0: float,
+    step: float,
+    bound: float,
+) -> dict:
+    """One printed and written row: a trainer step against the bound at its batch."""
+    batch = config.batch_size
+    row = {
+        "architecture": architecture,
+        "phase": phase,
+        "d_in": d_in,
+        "d_sae": config.d_sae,
+        "k": config.k,
+        "batch": batch,
+        "threads": threads,
+        "l0_last_step": l0,
+        "step_seconds": step,
+        "samples_per_second": batch / step,
+        "bound_step_seconds": bound,
+        "bound_samples_per_second": batch / bound,
+        "ratio_to_bound": bound / step,
+    }
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    return row
+
+
+def run_rows(args) -> list[dict]:
     """Whole runs from the standard initialisation, configured as the workflow's."""
     config = yaml.safe_load(Path(args.config).read_text())
     source = ActivationStore(args.run_store, seed=0, verify=False)
@@ -205,19 +236,13 @@ def run_rows(args, bound_repeats: int) -> list[dict]:
         # A run shorter than the threshold's start must still estimate it (TrainConfig).
         values["threshold_start_step"] = min(values["threshold_start_step"], args.run_steps - 1)
         run_config = TrainConfig(**values)
-        batch = run_config.batch_size
-        bound = dense_bound_seconds(source.d_in, run_config.d_sae, bound_repeats, batch)
+        bound = dense_bound_seconds(
+            source.d_in, run_config.d_sae, args.bound_repeats, run_config.batch_size
+        )
         seconds, last = time_train(args.run_store, run_config, None)
-        step = seconds / args.run_steps
-        rows.append({
-            "architecture": architecture, "phase": f"run ({args.run_steps} steps)",
-            "d_in": source.d_in, "d_sae": run_config.d_sae, "k": run_config.k, "batch": batch,
-            "threads": args.threads, "l0_last_step": last["l0"], "step_seconds": step,
-            "samples_per_second": batch / step, "bound_step_seconds": bound,
-            "bound_samples_per_second": batch / bound, "ratio_to_bound": bound / step,
-        })  # fmt: skip
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()},
-              flush=True)  # fmt: skip
+        rows.append(timing_row(architecture, f"run ({args.run_steps} steps)", source.d_in,
+                               run_config, args.threads, last["l0"],
+                               seconds / args.run_steps, bound))  # fmt: skip
     return rows
 
 
@@ -331,20 +356,13 @@ def main() -> None:
         bound = dense_bound_seconds(d_in, d_sae, args.bound_repeats)
         short, last = time_train(args.store, make_config(architecture, d_sae, args.short,
                                                       **overrides), bias)  # fmt: skip
-        long, _ = time_train(args.store, make_config(architecture, d_sae, args.long,
-                                                         **overrides), bias)  # fmt: skip
+        long_config = make_config(architecture, d_sae, args.long, **overrides)
+        long, _ = time_train(args.store, long_config, bias)
         step = (long - short) / (args.long - args.short)
-        rows.append({
-            "architecture": architecture, "phase": phase, "d_in": d_in, "d_sae": d_sae,
-            "k": K, "batch": BATCH, "threads": args.threads, "l0_last_step": last["l0"],
-            "step_seconds": step, "samples_per_second": BATCH / step,
-            "bound_step_seconds": bound, "bound_samples_per_second": BATCH / bound,
-            "ratio_to_bound": bound / step,
-        })  # fmt: skip
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()},
-              flush=True)  # fmt: skip
+        rows.append(timing_row(architecture, phase, d_in, long_config, args.threads, last["l0"],
+                               step, bound))  # fmt: skip
 
-    rows += run_rows(args, args.bound_repeats) if args.run_archs else []
+    rows += run_rows(args) if args.run_archs else []
 
     store = store_seconds(args.store)
     print(f"store alone: open {store['store_open_seconds']:.2f} s; batch median "

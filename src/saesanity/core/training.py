@@ -321,7 +321,12 @@ def train(
     if state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         missing = _missing_snapshots(config, out_dir, saved["state"]["step"])
-        if saved["fingerprint"] == fingerprint and missing:
+        if saved["fingerprint"] != fingerprint:
+            log.warning(
+                "ignoring %s: it was written with another training config or other data",
+                state_path,
+            )
+        elif missing:
             # A snapshot from before the saved step cannot be made again by resuming (a
             # workflow that forces a rerun deletes the old outputs, not the state).
             log.warning(
@@ -329,17 +334,12 @@ def train(
                 "the start writes them again",
                 state_path, ", ".join(f"{samples:,d}" for samples in missing),
             )  # fmt: skip
-        elif saved["fingerprint"] == fingerprint:
+        else:
             sae.load_state_dict(saved["model"])
             anchors = saved["anchors"]
             state = TrainState(**saved["state"])
             resumed = True
             log.info("resuming %s from step %d", out_dir, state.step)
-        else:
-            log.warning(
-                "ignoring %s: it was written with another training config or other data",
-                state_path,
-            )
     if not resumed:
         log.info(
             "training %s: %s %s %s, %d steps of %d samples, %s",
