@@ -16,6 +16,7 @@ wildcard_constraints:
     lr=r"[0-9][0-9.e+-]*",
     batch_size=r"\d+",
     length_source="main|long",
+    auxk_tag=saesanity_length.AUXK_TAG_PATTERN,
 
 
 rule length_all:

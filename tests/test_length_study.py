@@ -390,6 +390,47 @@ def test_long_settings_replace_the_default_lr_and_batch_per_architecture():
     }  # fmt: skip
 
 
+def test_an_auxk_setting_is_its_own_run_and_the_default_paths_are_unchanged():
+    from saesanity.studies.length import run_identity
+
+    config = long_best_config()
+    long = config["length_study"]["long"]
+    setting = {"lr": 3e-3, "batch_size": 1024}
+    long["settings"] = {"topk": [setting, {**setting, "auxk_values": "pre_activation"}]}
+    long["regimes"], long["architectures"] = ["constant"], ["topk"]
+    validate_config(config, REPO / "schemas/config.schema.yaml")
+    check_length_config(config)
+    runs = long_runs(config)
+    dirs = sorted(long_run_dir(run) for run in runs)
+    assert dirs == [
+        "results/length/constant/runs/topk/lr0.003_bs1024/seed0",
+        "results/length/constant/runs/topk/lr0.003_bs1024_auxk-pre/seed0",
+    ]
+    resolved = {
+        run["auxk_tag"]: long_train_config(
+            config, **{k: str(v) for k, v in run.items() if k != "budget"}
+        )
+        for run in runs
+    }
+    assert resolved["_auxk-pre"]["auxk_values"] == "pre_activation"
+    # The default form adds nothing to the rule's params: existing runs are not redone.
+    assert "auxk_values" not in resolved[""]
+    assert {k: v for k, v in resolved["_auxk-pre"].items() if k != "auxk_values"} == resolved[""]
+    wildcards = {"regime": "constant", "architecture": "topk", "lr": "0.003",
+                 "batch_size": "1024", "auxk_tag": "_auxk-pre", "seed": "0"}  # fmt: skip
+    assert run_identity(wildcards)["auxk"] == "pre_activation"
+    # A form set for every long run tags every directory, so two forms never share one.
+    long["settings"] = {"topk": [setting]}
+    long["training"]["auxk_values"] = "pre_activation"
+    (run,) = long_runs(config)
+    assert long_run_dir(run).endswith("lr0.003_bs1024_auxk-pre/seed0")
+    with pytest.raises(ValueError, match="directory tag '_auxk-pre'"):
+        long_train_config(config, **{**run, "auxk_tag": ""})
+    long["settings"]["topk"][0]["auxk_values"] = "pre-activation"
+    with pytest.raises(Exception, match="pre-activation"):
+        validate_config(config, REPO / "schemas/config.schema.yaml")
+
+
 def test_long_settings_of_an_architecture_not_run_are_unused_and_names_are_checked():
     config = long_best_config()
     config["length_study"]["long"]["architectures"] = ["topk"]  # as a layered file may
@@ -445,7 +486,7 @@ def test_sweep_grid_expands_to_distinct_runs():
         assert f"lr{run['lr']}_bs{run['batch_size']}" in sweep_run_dir(run)
     # A sweep run never shares a directory with a long run of the same lr and batch.
     run = runs[0]
-    assert sweep_run_dir(run) != long_run_dir(run)
+    assert sweep_run_dir(run) != long_run_dir({**run, "auxk_tag": ""})
 
 
 def test_sweep_lrs_and_factors_combine_without_duplicates():

@@ -112,23 +112,32 @@ def test_sparse_training_forward_matches_dense_autograd(architecture):
         assert torch.allclose(grad, getattr(sae, name).grad, atol=1e-4), name
 
 
-def dense_auxk(sae, out, dead, k_aux):
-    """AuxK written densely, as dictionary_learning does: top-k_aux post-ReLU
-    pre-activations among the dead latents regress the detached residual."""
+def dense_auxk(sae, out, dead, k_aux, values="post_relu"):
+    """AuxK written densely. post_relu as dictionary_learning does: top-k_aux post-ReLU
+    pre-activations among the dead latents regress the detached residual. pre_activation:
+    the dead latents' activations from SAELens's own `calculate_topk_aux_acts` (raw
+    pre-activations), with dictionary_learning's normalisation."""
+    from sae_lens.saes.topk_sae import calculate_topk_aux_acts
+
     x_centered = out.x_scaled - sae.b_dec
-    pre = (x_centered @ sae.W_enc.T + sae.b_enc).relu()
-    pre = torch.where(dead[None], pre, torch.full_like(pre, -torch.inf))
-    top = pre.topk(k_aux, dim=1)
-    acts = torch.zeros_like(pre).scatter(1, top.indices, top.values)
+    pre = x_centered @ sae.W_enc.T + sae.b_enc
+    if values == "pre_activation":
+        acts = calculate_topk_aux_acts(k_aux, pre, dead)
+    else:
+        pre = torch.where(dead[None], pre.relu(), torch.full_like(pre, -torch.inf))
+        top = pre.topk(k_aux, dim=1)
+        acts = torch.zeros_like(pre).scatter(1, top.indices, top.values)
     residual = (out.x_scaled - out.x_hat).detach()
     error = (residual - acts @ sae.W_dec).pow(2).sum(1).mean()
     return error / (residual - residual.mean(0)).pow(2).sum(1).mean()
 
 
 # 3 dead latents: at most k_aux positive per sample (no top-k needed); 30 and 48: more
-# (top-k); "negative": every dead pre-activation below 0 (nothing to reconstruct with).
+# (top-k); "negative": every dead pre-activation below 0 (post-ReLU: nothing to
+# reconstruct with; pre-activation: they still reconstruct, and so learn).
+@pytest.mark.parametrize("values", ["post_relu", "pre_activation"])
 @pytest.mark.parametrize("dead_count", [3, 30, 48, "negative"])
-def test_sparse_auxk_matches_the_dense_formula_and_its_gradients(dead_count):
+def test_sparse_auxk_matches_the_dense_formula_and_its_gradients(dead_count, values):
     from saesanity.core.architectures.topk import auxk_loss
 
     sae = initialised_sae("topk", k=4)
@@ -144,7 +153,7 @@ def test_sparse_auxk_matches_the_dense_formula_and_its_gradients(dead_count):
     losses, grads = [], []
     for loss_fn in (auxk_loss, dense_auxk):
         sae.zero_grad()
-        loss = loss_fn(sae, sae.forward_train(x), dead, k_aux)
+        loss = loss_fn(sae, sae.forward_train(x), dead, k_aux, values)
         loss.backward()
         losses.append(loss.detach())
         grads.append({n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None})
@@ -152,9 +161,11 @@ def test_sparse_auxk_matches_the_dense_formula_and_its_gradients(dead_count):
     assert grads[0].keys() == grads[1].keys() and {"W_enc", "W_dec"} <= grads[0].keys()
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
-    # Only dead latents get an AuxK gradient, and some of them do (unless none is positive).
+    # Only dead latents get an AuxK gradient, and some of them do, unless none is positive
+    # and the values are post-ReLU.
     assert grads[0]["W_enc"][~dead].abs().sum() == 0
-    assert (grads[0]["W_enc"][dead].abs().sum() > 0) != negative
+    learns = grads[0]["W_enc"][dead].abs().sum() > 0
+    assert learns == (values == "pre_activation" or not negative)
 
 
 @pytest.mark.parametrize("architecture", ["relu", "jumprelu"])

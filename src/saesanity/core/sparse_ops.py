@@ -162,16 +162,17 @@ def _encoder_columns(W_enc: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def select_topk(
-    x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, relu: bool = True
 ) -> SparseCode:
-    """Per-sample top-k of the pre-activations, ReLU applied to the kept values."""
+    """Per-sample top-k of the pre-activations, ReLU applied to the kept values (without
+    `relu`, the raw values: AuxK on pre-activations)."""
     batch_size, num_latents = x_centered.shape[0], W_enc.shape[0]
     values, latents = [], []
     encoder_columns = _encoder_columns(W_enc)
     for chunk in x_centered.split(PREACT_CHUNK_ROWS):
         pre = torch.addmm(b_enc, chunk, encoder_columns)
         chunk_values, chunk_latents = pre.topk(k, dim=1, sorted=False)
-        values.append(chunk_values.relu_().float())
+        values.append((chunk_values.relu_() if relu else chunk_values).float())
         latents.append(chunk_latents)
     rows = torch.arange(batch_size, device=x_centered.device).repeat_interleave(k)
     return SparseCode(

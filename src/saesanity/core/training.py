@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from saesanity.core.architectures import ARCHITECTURES, REGISTRY, make_sae
+from saesanity.core.architectures.topk import AUXK_VALUES
 from saesanity.core.checkpoint import atomic_write, save_sae
 from saesanity.core.data import ActivationSource, derive_seed, estimate_covariance
 from saesanity.core.device import check_device
@@ -90,6 +91,9 @@ class TrainConfig:
     # AuxK (TopK family): dead = not fired for dead_after_samples samples.
     auxk_coefficient: float = 1.0 / 32
     auxk_k: int | None = None  # default d_in // 2
+    # What dead latents reconstruct with: "post_relu" (dictionary_learning) or
+    # "pre_activation" (SAELens: negative values too, so every dead latent can learn).
+    auxk_values: str = "post_relu"
     dead_after_samples: int = 1_000_000
     # BatchTopK / Matryoshka inference threshold: EMA of the smallest kept activation.
     threshold_ema: float = 0.99
@@ -126,6 +130,7 @@ class TrainConfig:
             "encoder_init_norm": (self.encoder_init_norm > 0, "> 0"),
             "b_dec_init": (self.b_dec_init in ("mean", "zeros"), "'mean' or 'zeros'"),
             "precision": (self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+            "auxk_values": (self.auxk_values in AUXK_VALUES, f"one of {AUXK_VALUES}"),
             # BatchTopK's inference threshold must be estimated before the run ends, or the
             # SAE has none (and would be exported as a ReLU).
             "threshold_start_step": (

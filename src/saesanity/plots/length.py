@@ -43,13 +43,28 @@ LENGTH_PANELS = [
 SETTING_LINESTYLES = ["-", "--", ":", "-."]
 
 
+def _auxk_values(rows: pd.DataFrame) -> pd.Series:
+    """AuxK's value form per row (tables written before it was a setting: post-ReLU)."""
+    if "cfg_auxk_values" not in rows.columns:
+        return pd.Series("post_relu", index=rows.index)
+    return rows["cfg_auxk_values"].fillna("post_relu")
+
+
 def _settings(rows: pd.DataFrame) -> list[tuple]:
-    """The (lr, batch size) settings among one architecture's rows, in order; one
-    unnamed setting for tables without those columns (the main runs)."""
+    """The (lr, batch size, AuxK values) settings among one architecture's rows, in
+    order; one unnamed setting for tables without lr and batch size (the main runs)."""
     if not {"cfg_lr", "cfg_batch_size"} <= set(rows.columns):
-        return [(None, None)]
-    pairs = rows[["cfg_lr", "cfg_batch_size"]].drop_duplicates()
-    return sorted((float(lr), int(batch)) for lr, batch in pairs.itertuples(index=False))
+        return [(None, None, None)]
+    triples = rows[["cfg_lr", "cfg_batch_size"]].assign(auxk=_auxk_values(rows))
+    return sorted(
+        (float(lr), int(batch), auxk)
+        for lr, batch, auxk in triples.drop_duplicates().itertuples(index=False)
+    )
+
+
+def _setting_label(architecture: str, lr: float, batch: int, auxk: str) -> str:
+    label = f"{architecture}, lr {lr:g}, batch {batch:,}"
+    return label if auxk == "post_relu" else f"{label}, AuxK on {auxk.replace('_', '-')}s"
 
 
 def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold: float) -> None:
@@ -81,7 +96,7 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
                 ax = axes[r, c]
                 for architecture in architectures:
                     colour = architecture_colour(architecture)
-                    for index, (lr, batch) in enumerate(settings[architecture]):
+                    for index, (lr, batch, auxk) in enumerate(settings[architecture]):
                         rows = frame[
                             (frame["regime"] == regime) & (frame["architecture"] == architecture)
                         ]
@@ -89,6 +104,7 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
                             rows = rows[
                                 np.isclose(rows["cfg_lr"].astype(float), lr)
                                 & (rows["cfg_batch_size"].astype(int) == batch)
+                                & (_auxk_values(rows) == auxk)
                             ]
                         if rows.empty:
                             continue
@@ -117,8 +133,8 @@ def figure_length(frame: pd.DataFrame, out_path: str | Path, recovery_threshold:
                 ax.set_title(f"{regime}: {title}", loc="left")
         handles: list = []
         for a in architectures:
-            for index, (lr, batch) in enumerate(settings[a]):
-                label = a if not several or lr is None else f"{a}, lr {lr:g}, batch {batch:,}"
+            for index, (lr, batch, auxk) in enumerate(settings[a]):
+                label = a if not several or lr is None else _setting_label(a, lr, batch, auxk)
                 handles.append(
                     Line2D(
                         [],

@@ -34,8 +34,15 @@ from saesanity.studies.runs import (
 )
 from saesanity.studies.synthetic import evaluate_synthetic_run
 
-LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "seed")
-LONG_RUN_DIR = "results/length/{regime}/runs/{architecture}/lr{lr}_bs{batch_size}/seed{seed}"
+# A long run's setting may also name AuxK's value form (long.settings); it ends the
+# setting's directory name, empty for the default so that those paths stay as they were.
+AUXK_TAGS = {"post_relu": "", "pre_activation": "_auxk-pre"}
+AUXK_TAG_PATTERN = "|".join(sorted(AUXK_TAGS.values()))  # a wildcard constraint
+LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "auxk_tag", "seed")
+LONG_RUN_DIR = (
+    "results/length/{regime}/runs/{architecture}/lr{lr}_bs{batch_size}{auxk_tag}/seed{seed}"
+)
+SWEEP_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "seed")
 # The sweep's runs live apart from the long runs: same lr and batch, other budget and points.
 SWEEP_RUN_DIR = "results/length/{regime}/sweep/{architecture}/lr{lr}_bs{batch_size}/seed{seed}"
 # What a row reports, per evaluation point.
@@ -75,12 +82,13 @@ def long_runs(
     sensitivity = study.get("sensitivity", {})
     runs: dict[tuple, dict] = {}
 
-    def add(regime, architecture, lr, batch_size, seed, budget, include) -> None:
+    def add(regime, architecture, lr, batch_size, seed, budget, include, auxk_tag="") -> None:
         run = {
             "regime": regime,
             "architecture": architecture,
             "lr": format_lr(lr),
             "batch_size": int(batch_size),
+            "auxk_tag": auxk_tag,
             "seed": int(seed),
         }
         key = tuple(str(run[k]) for k in LONG_RUN_KEYS)
@@ -99,7 +107,8 @@ def long_runs(
                     default = {"lr": values["lr"], "batch_size": values["batch_size"]}
                     for setting in long_settings(config, architecture, default):
                         add(regime, architecture, setting["lr"], setting["batch_size"], seed,
-                            long["budget_samples"], include_long)  # fmt: skip
+                            long["budget_samples"], include_long,
+                            auxk_tag(long, values, setting))  # fmt: skip
     if sensitivity.get("enabled", False):
         budget = sensitivity_budget(config)
         for regime in sensitivity["regimes"]:
@@ -110,12 +119,14 @@ def long_runs(
                         (values["lr"] * f, values["batch_size"]) for f in sensitivity["lr_factors"]
                     ]
                     grid += [(values["lr"], b) for b in sensitivity["batch_sizes"]]
+                    tag = auxk_tag(long, values)
                     for lr, batch_size in grid:
-                        key = (regime, architecture, format_lr(lr), str(int(batch_size)), str(seed))
+                        key = (regime, architecture, format_lr(lr), str(int(batch_size)), tag,
+                               str(seed))  # fmt: skip
                         if key in runs:  # the long run: also a sensitivity point
                             runs[key]["include"] = runs[key]["include"] or include_sensitivity
                         add(regime, architecture, lr, batch_size, seed, budget,
-                            include_sensitivity)  # fmt: skip
+                            include_sensitivity, tag)  # fmt: skip
     return [
         {k: v for k, v in runs[key].items() if k != "include"}
         for key in sorted(runs)
@@ -123,10 +134,20 @@ def long_runs(
     ]
 
 
+def auxk_tag(long: dict, values: dict, setting: dict | None = None) -> str:
+    """The directory tag of a dedicated run's AuxK value form: the setting's, else the
+    long runs' `training`, else the main run's (`values`)."""
+    name = (setting or {}).get("auxk_values") or long.get("training", {}).get(
+        "auxk_values", values.get("auxk_values", "post_relu")
+    )
+    return AUXK_TAGS[name]
+
+
 def long_settings(config: dict, architecture: str, default: dict) -> list[dict]:
-    """The (lr, batch size) settings of one architecture's long runs: those listed under
-    `long.settings.<architecture>` (e.g. a sweep's best and a neighbour), each key
-    missing from an entry taken from the architecture's default; else the default.
+    """The (lr, batch size[, AuxK values]) settings of one architecture's long runs:
+    those listed under `long.settings.<architecture>` (e.g. a sweep's best and a
+    neighbour), each key missing from an entry taken from the architecture's default;
+    else the default.
     Settings of an architecture not in `long.architectures` are unused (a layered
     config file may narrow the list); the schema rejects unknown architecture names."""
     listed = _length_config(config).get("long", {}).get("settings", {}).get(architecture)
@@ -153,12 +174,14 @@ def long_train_config(
     batch_size: int | str,
     seed: int | str,
     budget: int | None = None,
+    auxk_tag: str = "",
 ) -> dict:
     """TrainConfig kwargs of a dedicated run: the main run's values, then the length
-    study's overrides (no plateau stop by default), the budget, lr and batch size."""
+    study's overrides (no plateau stop by default), the setting's AuxK value form (named
+    by `auxk_tag`), the budget, lr and batch size."""
     study = _length_config(config)
     if budget is None:
-        wanted = tuple(str(v) for v in (regime, architecture, lr, batch_size, seed))
+        wanted = tuple(str(v) for v in (regime, architecture, lr, batch_size, auxk_tag, seed))
         budgets = [
             run["budget"]
             for run in long_runs(config)
@@ -168,10 +191,23 @@ def long_train_config(
             named = dict(zip(LONG_RUN_KEYS, wanted, strict=True))
             raise ValueError(f"length_study: no dedicated run {named}")
         budget = budgets[0]
-    return _dedicated_train_config(
-        config, study["long"].get("training", {}), study["first_samples"],
+    overrides = dict(study["long"].get("training", {}))
+    if auxk_tag:
+        names = {tag: name for name, tag in AUXK_TAGS.items()}
+        if auxk_tag not in names:
+            raise ValueError(f"length_study: unknown AuxK tag {auxk_tag!r} ({sorted(names)})")
+        overrides["auxk_values"] = names[auxk_tag]
+    values = _dedicated_train_config(
+        config, overrides, study["first_samples"],
         regime, architecture, lr, batch_size, seed, budget,
     )  # fmt: skip
+    # The directory must name the form the run trains with, or two forms share one path.
+    if AUXK_TAGS[values.get("auxk_values", "post_relu")] != auxk_tag:
+        raise ValueError(
+            f"length_study: a run with auxk_values {values['auxk_values']!r} needs the "
+            f"directory tag {AUXK_TAGS[values['auxk_values']]!r}, not {auxk_tag!r}"
+        )
+    return values
 
 
 def _dedicated_train_config(
@@ -290,8 +326,8 @@ def sweep_train_config(
     overrides (no plateau stop by default), its budget, this lr and batch size, and
     snapshots at every doubling from the sweep's first point."""
     wanted = (regime, architecture, format_lr(float(lr)), int(batch_size), int(seed))
-    if wanted not in {tuple(run[k] for k in LONG_RUN_KEYS) for run in sweep_runs(config)}:
-        named = dict(zip(LONG_RUN_KEYS, wanted, strict=True))
+    if wanted not in {tuple(run[k] for k in SWEEP_RUN_KEYS) for run in sweep_runs(config)}:
+        named = dict(zip(SWEEP_RUN_KEYS, wanted, strict=True))
         raise ValueError(f"length_study.sweep: no run {named}")
     return _dedicated_train_config(
         config, _sweep_config(config).get("training", {}), sweep_first_samples(config),
@@ -422,13 +458,17 @@ def evaluate_length_run(
         row.update({key: result["metrics"][key] for key in POINT_METRICS})
         for key in ("lr", "batch_size", "max_samples"):
             row[f"cfg_{key}"] = train_config[key]
+        row["cfg_auxk_values"] = train_config.get("auxk_values", "post_relu")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def group_columns(frame: pd.DataFrame) -> list[str]:
     """The columns that identify a curve (seeds excluded)."""
-    keys = ["regime", "architecture", "variant", "init", "cfg_lr", "cfg_batch_size"]
+    keys = [
+        "regime", "architecture", "variant", "init", "cfg_lr", "cfg_batch_size",
+        "cfg_auxk_values",
+    ]  # fmt: skip
     return [key for key in keys if key in frame.columns]
 
 
@@ -484,7 +524,10 @@ def sensitivity_table(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
 
 
 def read_tables(paths: list[str | Path]) -> pd.DataFrame:
-    return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    frame = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    if "cfg_auxk_values" in frame.columns:  # tables from before it was recorded
+        frame["cfg_auxk_values"] = frame["cfg_auxk_values"].fillna("post_relu")
+    return frame
 
 
 def check_length_config(config: dict) -> None:
@@ -545,6 +588,9 @@ def check_length_config(config: dict) -> None:
 def run_identity(wildcards: dict) -> dict:
     """Run identity from a rule's wildcards (main or dedicated run), typed."""
     run = {"variant": "trained", "init": "iso", **wildcards}
+    if "auxk_tag" in run:  # a long run: name its AuxK form, not the directory's tag
+        names = {tag: name for name, tag in AUXK_TAGS.items()}
+        run["auxk"] = names[run.pop("auxk_tag")]
     run["seed"] = int(run["seed"])
     if "batch_size" in run:
         run["batch_size"] = int(run["batch_size"])
