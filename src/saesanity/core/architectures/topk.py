@@ -14,7 +14,6 @@ from saesanity.core.sparse_ops import (
     sparse_decode,
 )
 
-
 AUXK_VALUES = ("post_relu", "pre_activation")
 
 
