@@ -356,18 +356,15 @@ class LanguageModel:
         try:
             resumed = self.unembed(self.final_hidden_from_hook(activation))
         except (AttributeError, TypeError, ValueError) as error:
-            log.info(
-                "spliced logits: full forwards (cannot resume in the model's blocks: %s)", error
-            )
+            log.info("the model's blocks after the hook cannot be run on their own: %s", error)
             return False
         matches = resumed.shape == reference.shape and torch.allclose(
             resumed, reference, rtol=1e-4, atol=1e-4
         )
+        # Its callers decide what follows: splicing falls back to full forwards, RAVEL stops.
         log.info(
-            "spliced logits: %s",
-            "the blocks after the hook (match the full forward)"
-            if matches
-            else "full forwards (the blocks after the hook do not reproduce them)",
+            "the model's blocks after the hook %s the full forward's logits",
+            "reproduce" if matches else "do not reproduce",
         )
         return bool(matches)
 
