@@ -369,9 +369,10 @@ def test_long_settings_replace_the_default_lr_and_batch_per_architecture():
     check_length_config(config)
     runs = long_runs(config)
     long = config["length_study"]["long"]
-    assert len(runs) == len(long["regimes"]) * len(long["architectures"]) * 2
-    topk = {(run["lr"], run["batch_size"]) for run in runs if run["architecture"] == "topk"}
-    assert topk == {("0.01", 1024), ("0.003", 1024)}
+    settings = sum(len(long["settings"][a]) for a in long["architectures"])
+    assert len(runs) == len(long["regimes"]) * settings
+    topk = {(r["lr"], r["batch_size"], r["auxk_tag"]) for r in runs if r["architecture"] == "topk"}
+    assert topk == {("0.01", 1024, ""), ("0.003", 1024, ""), ("0.003", 1024, "_auxk-pre")}
     run = next(r for r in runs if r["architecture"] == "jumprelu" and r["batch_size"] == 4096)
     assert long_run_dir(run).endswith("jumprelu/lr0.001_bs4096/seed0")
     resolved = long_train_config(config, **{k: str(v) for k, v in run.items() if k != "budget"})
