@@ -120,6 +120,7 @@ rule length_table:
         ),
     params:
         tolerance=LENGTH.get("tolerance", 0.01),
+        relative_tolerance=LENGTH.get("relative_tolerance", 0.0),
     log:
         "logs/length/table_{length_source}.log",
     benchmark:

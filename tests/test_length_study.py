@@ -219,6 +219,20 @@ def test_settled_point_is_where_every_later_doubling_is_within_tolerance():
     assert math.isnan(settled_table(curve_frame({1: (0.4, 0.0)}), 0.01).iloc[0]["settled_samples"])
 
 
+def test_a_small_but_growing_recovered_count_has_not_settled():
+    # 0 -> 2 -> 12 -> 30 of 3,200 (TopK at lr 3e-3): every change is below 0.01.
+    counts = {1: 0, 2: 2, 4: 12, 8: 30}
+    frame = curve_frame({s: (0.64, c / 3200) for s, c in counts.items()})
+    assert settled_table(frame, 0.01).iloc[0]["settled_samples"] == 1
+    assert math.isnan(settled_table(frame, 0.01, 0.1).iloc[0]["settled_samples"])
+    # No feature recovered anywhere: nothing moves, whatever the relative tolerance.
+    frame = curve_frame({s: (0.64, 0.0) for s in counts})
+    assert settled_table(frame, 0.01, 0.1).iloc[0]["settled_samples"] == 1
+    # Within 10% of its value from 4 on: settled there.
+    frame = curve_frame({1: (0.64, 0.0), 2: (0.64, 0.02), 4: (0.64, 0.03), 8: (0.64, 0.032)})
+    assert settled_table(frame, 0.01, 0.1).iloc[0]["settled_samples"] == 4
+
+
 def test_settled_point_uses_the_mean_over_seeds():
     frame = pd.concat(
         [

@@ -8,5 +8,7 @@ setup_logging(snakemake.log[0])
 frame = read_tables(list(snakemake.input))
 write_result_csv(frame, snakemake.output.table, snakemake.config)
 write_result_csv(
-    settled_table(frame, snakemake.params.tolerance), snakemake.output.settled, snakemake.config
+    settled_table(frame, snakemake.params.tolerance, snakemake.params.relative_tolerance),
+    snakemake.output.settled,
+    snakemake.config,
 )
