@@ -309,6 +309,27 @@ def test_two_settings_of_one_architecture_are_two_lines_not_a_mean(tmp_path, mon
     assert "topk, lr 0.01, batch 64" in labels and "topk, lr 0.003, batch 64" in labels
 
 
+def test_two_auxk_forms_at_one_lr_and_batch_are_two_lines(tmp_path, monkeypatch):
+    import saesanity.plots.length as plots
+
+    frames = []
+    for auxk, ev in (("post_relu", 0.7), ("pre_activation", 0.5)):
+        frame = curve_frame({10: (ev - 0.1, 0.0), 20: (ev, 0.0)}, seed=0, architecture="topk")
+        frames.append(frame.assign(cfg_lr=3e-3, cfg_batch_size=64, cfg_auxk_values=auxk))
+    frame = pd.concat(frames).assign(stop_reason="budget", mean_max_cosine=0.3)
+    frame["final"] = frame["samples_seen"] == 20
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    plots.figure_length(frame, tmp_path / "length.pdf", 0.8)
+    lines = [line for line in figures[0].axes[2].get_lines() if len(line.get_xdata())]
+    assert sorted(line.get_ydata()[-1] for line in lines) == pytest.approx([0.5, 0.7])
+    labels = [text.get_text() for text in figures[0].legends[0].get_texts()]
+    assert labels == [
+        "topk, lr 0.003, batch 64",
+        "topk, lr 0.003, batch 64, AuxK on pre-activations",
+    ]
+
+
 # ------------------------------------------------------------ config resolution
 
 
