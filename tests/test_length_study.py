@@ -465,6 +465,10 @@ def test_an_auxk_setting_is_its_own_run_and_the_default_paths_are_unchanged():
     long["settings"]["topk"][0]["auxk_values"] = "pre-activation"
     with pytest.raises(Exception, match="pre-activation"):
         validate_config(config, REPO / "schemas/config.schema.yaml")
+    # An architecture without AuxK cannot name a form (its directory would say it has one).
+    long["settings"] = {"jumprelu": [{"lr": 1e-3, "auxk_values": "pre_activation"}]}
+    with pytest.raises(ConfigError, match="jumprelu: auxk_values applies to the TopK family"):
+        check_length_config(config)
 
 
 def test_long_settings_of_an_architecture_not_run_are_unused_and_names_are_checked():

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from saesanity.core.architectures import REGISTRY
+from saesanity.core.architectures.topk import TopKFamilySAE
 from saesanity.core.training import TrainConfig
 from saesanity.studies.runs import (
     ConfigError,
@@ -569,6 +571,13 @@ def check_length_config(config: dict) -> None:
                     f"length_study.sensitivity.budget_samples: {budget} is not an evaluation "
                     f"point of the long run {run}"
                 )
+    for architecture, settings in study.get("long", {}).get("settings", {}).items():
+        uses_auxk = issubclass(REGISTRY[architecture], TopKFamilySAE)
+        if not uses_auxk and any("auxk_values" in setting for setting in settings):
+            raise ConfigError(
+                f"length_study.long.settings.{architecture}: auxk_values applies to the "
+                f"TopK family only ({architecture} has no AuxK)"
+            )
     for run in long_runs(config):
         try:
             long_train_config(config, **run)
