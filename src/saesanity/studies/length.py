@@ -39,6 +39,7 @@ from saesanity.studies.synthetic import evaluate_synthetic_run
 # A long run's setting may also name AuxK's value form (long.settings); it ends the
 # setting's directory name, empty for the default so that those paths stay as they were.
 AUXK_TAGS = {"post_relu": "", "pre_activation": "_auxk-pre"}
+AUXK_NAMES = {tag: name for name, tag in AUXK_TAGS.items()}
 AUXK_TAG_PATTERN = "|".join(sorted(AUXK_TAGS.values()))  # a wildcard constraint
 LONG_RUN_KEYS = ("regime", "architecture", "lr", "batch_size", "auxk_tag", "seed")
 LONG_RUN_DIR = (
@@ -195,10 +196,9 @@ def long_train_config(
         budget = budgets[0]
     overrides = dict(study["long"].get("training", {}))
     if auxk_tag:
-        names = {tag: name for name, tag in AUXK_TAGS.items()}
-        if auxk_tag not in names:
-            raise ValueError(f"length_study: unknown AuxK tag {auxk_tag!r} ({sorted(names)})")
-        overrides["auxk_values"] = names[auxk_tag]
+        if auxk_tag not in AUXK_NAMES:
+            raise ValueError(f"length_study: unknown AuxK tag {auxk_tag!r} ({sorted(AUXK_NAMES)})")
+        overrides["auxk_values"] = AUXK_NAMES[auxk_tag]
     values = _dedicated_train_config(
         config, overrides, study["first_samples"],
         regime, architecture, lr, batch_size, seed, budget,
@@ -610,8 +610,7 @@ def run_identity(wildcards: dict) -> dict:
     """Run identity from a rule's wildcards (main or dedicated run), typed."""
     run = {"variant": "trained", "init": "iso", **wildcards}
     if "auxk_tag" in run:  # a long run: name its AuxK form, not the directory's tag
-        names = {tag: name for name, tag in AUXK_TAGS.items()}
-        run["auxk"] = names[run.pop("auxk_tag")]
+        run["auxk"] = AUXK_NAMES[run.pop("auxk_tag")]
     run["seed"] = int(run["seed"])
     if "batch_size" in run:
         run["batch_size"] = int(run["batch_size"])
