@@ -532,13 +532,14 @@ def test_sweep_grid_expands_to_distinct_runs():
 def test_sweep_lrs_and_factors_combine_without_duplicates():
     config = sweep_config()
     sweep = config["length_study"]["sweep"]
-    sweep.update(lrs=[1e-3, 4.5e-4], lr_factors=[1.0, 2.0], batch_sizes=[4096, 4096])
+    sweep.update(lrs=[1e-3, 1e-2], lr_factors=[1.0, 2.0], batch_sizes=[4096, 4096])
     sweep.update(regimes=["constant"], architectures=["topk"])
+    assert config["synthetic"]["training"]["lr"] == 1e-2  # TopK's default
     runs = sweep_runs(config)
-    # 4.5e-4 absolute and x1.0 the default (4.5e-4) are one run; batch sizes once.
-    assert [run["lr"] for run in runs] == ["0.00045", "0.0009", "0.001"]
+    # 1e-2 absolute and x1.0 the default (1e-2) are one run; batch sizes once.
+    assert [run["lr"] for run in runs] == ["0.001", "0.01", "0.02"]
     sweep["lrs"] = []
-    assert [run["lr"] for run in sweep_runs(config)] == ["0.00045", "0.0009"]
+    assert [run["lr"] for run in sweep_runs(config)] == ["0.01", "0.02"]
 
 
 @pytest.mark.parametrize(
