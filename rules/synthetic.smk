@@ -1,6 +1,14 @@
 # Case study 1: synthetic data with known ground truth.
 # data -> checkpoints -> per-run metrics -> metric tables -> figures
 
+from saesanity.studies import length as saesanity_length
+
+# The length study's "stopped changing" rule, for the figures' notes.
+SETTLE_RULE = {
+    "tolerance": config.get("length_study", {}).get("tolerance", 0.01),
+    "relative_tolerance": config.get("length_study", {}).get("relative_tolerance", 0.0),
+}
+
 
 rule synthetic_all:
     input:
@@ -159,6 +167,8 @@ rule synthetic_regime_figure:
     input:
         metrics="results/synthetic/{regime}/metrics.csv",
         recovery=lambda wc: synthetic_run_files("recovery.csv", regime=wc.regime, study_only=True),
+        # Snapshots at every doubling (length study): has what they learned settled?
+        lengths=lambda wc: saesanity_length.main_point_tables(config, wc.regime),
     output:
         report(
             "figures/synthetic_{regime}.pdf",
@@ -166,6 +176,7 @@ rule synthetic_regime_figure:
             category="Case study 1: synthetic",
         ),
     params:
+        settle_rule=SETTLE_RULE,
         law=lambda wc: SYNTHETIC["regimes"][wc.regime]["law"],
         recovery_threshold=SYNTHETIC["recovery_threshold"],
         shape={"n": SYNTHETIC["n"], "num_features": SYNTHETIC["num_features"],
@@ -185,7 +196,8 @@ rule synthetic_regime_figure:
 
 rule synthetic_architectures_figure:
     input:
-        "results/synthetic/metrics.csv",
+        metrics="results/synthetic/metrics.csv",
+        lengths=saesanity_length.main_point_tables(config),
     output:
         report(
             "figures/synthetic_architectures.pdf",
@@ -193,6 +205,7 @@ rule synthetic_architectures_figure:
             category="Case study 1: synthetic",
         ),
     params:
+        settle_rule=SETTLE_RULE,
         recovery_threshold=SYNTHETIC["recovery_threshold"],
     log:
         "logs/figures/synthetic_architectures.log",

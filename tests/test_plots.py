@@ -189,13 +189,29 @@ def test_training_length_note_says_when_runs_stopped_at_their_cap(study, tmp_pat
     from saesanity.studies.synthetic import training_length_note
 
     metrics = study[0].assign(cfg_plateau_rel_tol=0.01, cfg_plateau_window_samples=512_000)
-    settled = training_length_note(metrics)
-    assert settled.startswith(f"Training length: all {len(metrics)} runs met the plateau rule")
-    assert "loss down < 1% per 0.512M samples" in settled
+    unmeasured = training_length_note(metrics)
+    assert unmeasured.startswith(f"Training length: all {len(metrics)} runs met the plateau rule")
+    assert "loss down < 1% per 0.512M samples" in unmeasured
+    assert "whether EV and recovery stopped changing is not measured" in unmeasured
     capped = metrics.copy()
     capped.loc[capped.index[:3], "stop_reason"] = "max_samples"
     note = training_length_note(capped)
     assert note.startswith(f"Training length: NOT SETTLED. 3 of {len(metrics)} runs")
+    # The length study's verdict per curve: one still moving makes the figure say so.
+    keys = ["regime", "architecture", "variant", "init"]
+    curves = metrics[keys].drop_duplicates().reset_index(drop=True)
+    settled = curves.assign(settled_samples=1_024_000.0, tolerance=0.01, relative_tolerance=0.1)
+    calm = training_length_note(metrics, settled)
+    assert "NOT SETTLED" not in calm
+    assert f"EV and recovery settled for all {len(curves)} followed" in calm
+    settled.loc[0, "settled_samples"] = float("nan")
+    moving = training_length_note(metrics, settled)
+    first = curves.iloc[0]
+    assert moving.startswith("Training length: NOT SETTLED. all")
+    assert f"still moving at the last point for 1 of {len(curves)}" in moving
+    assert f"{first.regime} {first.architecture}" in moving
+    # A curve the study does not follow is counted, not called settled.
+    assert "1 not followed" in training_length_note(metrics, settled.iloc[1:])
     with pytest.raises(ValueError, match="lacks \\['cfg_plateau_rel_tol'"):
         training_length_note(study[0].drop(columns=["cfg_plateau_rel_tol"], errors="ignore"))
     # The note is drawn on the figure.

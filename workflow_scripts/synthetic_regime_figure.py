@@ -4,6 +4,7 @@ variable: recovery vs feature probability)."""
 import pandas as pd
 
 from saesanity.plots.synthetic import figure_constant, figure_variable
+from saesanity.studies.length import settled_from_tables
 from saesanity.studies.runs import setup_logging
 from saesanity.studies.synthetic import (
     load_recoveries,
@@ -15,6 +16,8 @@ setup_logging(snakemake.log[0])
 params = snakemake.params
 metrics = pd.read_csv(snakemake.input.metrics)
 recoveries = load_recoveries(list(snakemake.input.recovery))
+# The length study's verdict on the runs it follows (None when it is off).
+settled = settled_from_tables(list(snakemake.input.lengths), **params.settle_rule)
 chance = random_decoder_recovery(**params.shape)
 draw = figure_constant if params.law == "constant" else figure_variable
 draw(
@@ -24,5 +27,5 @@ draw(
     snakemake.output[0],
     chance_level=chance,
     # The trained runs this figure shows: does their training length settle anything?
-    note=training_length_note(metrics[metrics["variant"] == "trained"]),
+    note=training_length_note(metrics[metrics["variant"] == "trained"], settled),
 )

@@ -537,6 +537,16 @@ def sensitivity_table(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     return table.reset_index()
 
 
+def settled_from_tables(
+    paths: list[str | Path], tolerance: float, relative_tolerance: float
+) -> pd.DataFrame | None:
+    """`settled_table` of the runs whose point tables are `paths` (None for no paths:
+    the length study does not follow them)."""
+    if not paths:
+        return None
+    return settled_table(read_tables(paths), tolerance, relative_tolerance)
+
+
 def read_tables(paths: list[str | Path]) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
     if "cfg_auxk_values" in frame.columns:  # tables from before it was recorded
@@ -620,15 +630,18 @@ def run_identity(wildcards: dict) -> dict:
 # --------------------------------------------------------- workflow file lists
 
 
-def main_point_tables(config: dict) -> list[str]:
-    """Per-run point tables of the main synthetic runs the length study follows."""
+def main_point_tables(config: dict, regime: str | None = None) -> list[str]:
+    """Per-run point tables of the main synthetic runs the length study follows (of one
+    regime, or all)."""
     main = _length_config(config).get("main", {})
     if not main.get("enabled", False):
         return []
     return [
         f"{run_dir(run)}/length.csv"
         for run in synthetic_runs(config)
-        if run["variant"] in main["variants"] and run["init"] in main["inits"]
+        if run["variant"] in main["variants"]
+        and run["init"] in main["inits"]
+        and regime in (None, run["regime"])
     ]
 
 

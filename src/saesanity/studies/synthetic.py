@@ -96,11 +96,12 @@ def evaluate_synthetic_run(
     return result
 
 
-def training_length_note(metrics: pd.DataFrame) -> str:
+def training_length_note(metrics: pd.DataFrame, settled: pd.DataFrame | None = None) -> str:
     """One line for a figure: how many of the runs it shows met the plateau rule (their
     loss stopped changing) and how many stopped at their sample cap with the loss still
-    falling. Whether EV and recovery have stopped changing is the length study's
-    answer (results/length/), named in the note."""
+    falling; then, from the length study's `settled` table of these runs (snapshots at
+    every doubling; None when the study is off), for which of them EV and recovery had
+    stopped changing by its rule, and which were still moving at their last point."""
     required = ["stop_reason", "cfg_plateau_rel_tol", "cfg_plateau_window_samples"]
     missing = [column for column in required if column not in metrics.columns]
     if missing:
@@ -108,19 +109,52 @@ def training_length_note(metrics: pd.DataFrame) -> str:
     if metrics.empty:
         raise ValueError("training_length_note: metrics table has no rows")
     runs = len(metrics)
-    settled = int((metrics["stop_reason"] == "plateau").sum())
+    plateaued = int((metrics["stop_reason"] == "plateau").sum())
     tolerance = float(metrics["cfg_plateau_rel_tol"].max())
     window = float(metrics["cfg_plateau_window_samples"].max())
     rule = f"loss down < {tolerance:.0%} per {window / 1e6:g}M samples"
-    if settled == runs:
-        return (
-            f"Training length: all {runs} runs met the plateau rule ({rule}); whether EV and "
-            "recovery have stopped changing: results/length/ (docs/synthetic.md)."
+    if plateaued == runs:
+        loss = f"all {runs} runs met the plateau rule ({rule})"
+    else:
+        loss = (
+            f"{runs - plateaued} of {runs} runs stopped at their sample cap before the "
+            f"plateau rule ({rule}), their loss still falling"
         )
+    representation = _representation_note(metrics, settled)
+    # A verdict only from evidence: a capped loss, or a curve still moving.
+    moving = plateaued < runs or representation.startswith("EV or recovery still moving")
+    verdict = "NOT SETTLED. " if moving else ""
+    return f"Training length: {verdict}{loss}; {representation} (docs/synthetic.md)."
+
+
+def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) -> str:
+    """Whether EV and recovery of the figure's runs have stopped changing, per curve
+    (regime x architecture x variant x init, mean over seeds) of the length study."""
+    if settled is None:
+        return "whether EV and recovery stopped changing is not measured (length_study.main)"
+    keys = ["regime", "architecture", "variant", "init"]
+    missing = [key for key in [*keys, "settled_samples", "tolerance"] if key not in settled]
+    if missing:
+        raise ValueError(f"training_length_note: settled table lacks {missing}")
+    shown = metrics[keys].drop_duplicates()
+    curves = settled.merge(shown, on=keys, how="inner")
+    if curves.empty:
+        return "the length study follows none of these runs"
+    moving = curves[curves["settled_samples"].isna()]
+    rule = f"every later doubling < {float(curves['tolerance'].max()):g}"
+    if "relative_tolerance" in curves and float(curves["relative_tolerance"].max()) > 0:
+        rule += f", recovered also < {float(curves['relative_tolerance'].max()):.0%}"
+    unfollowed = len(shown) - len(curves)
+    tail = f"; {unfollowed} not followed" if unfollowed else ""
+    if moving.empty:
+        return f"EV and recovery settled for all {len(curves)} followed ({rule}){tail}"
+    names = ", ".join(
+        f"{row.regime} {row.architecture}" + ("" if row.variant == "trained" else f" {row.variant}")
+        for row in moving.itertuples()
+    )
     return (
-        f"Training length: NOT SETTLED. {runs - settled} of {runs} runs stopped at their "
-        f"sample cap before the plateau rule ({rule}), so their loss was still falling; "
-        "EV and recovery vs length: results/length/ (docs/synthetic.md)."
+        f"EV or recovery still moving at the last point for {len(moving)} of "
+        f"{len(curves)} ({rule}): {names}{tail}"
     )
 
 
