@@ -43,6 +43,11 @@ SYNTHETIC = config["synthetic"]
 SYNTHETIC_RUNS = saesanity_runs.synthetic_runs(config)
 RUN_DIR = saesanity_runs.SYNTHETIC_RUN_DIR
 RUN_PATH = RUN_DIR.replace("results/synthetic/", "")  # for logs and benchmarks
+# The length study's "stopped changing" rule: its tables and the synthetic figures' notes.
+SETTLE_RULE = {
+    "tolerance": config.get("length_study", {}).get("tolerance", 0.01),
+    "relative_tolerance": config.get("length_study", {}).get("relative_tolerance", 0.0),
+}
 
 
 # Real runs add the researcher's own SAE (variant "user", init "none") in a sanity

@@ -119,8 +119,8 @@ rule length_table:
             category="Training length",
         ),
     params:
-        tolerance=LENGTH.get("tolerance", 0.01),
-        relative_tolerance=LENGTH.get("relative_tolerance", 0.0),
+        tolerance=SETTLE_RULE["tolerance"],
+        relative_tolerance=SETTLE_RULE["relative_tolerance"],
     log:
         "logs/length/table_{length_source}.log",
     benchmark:

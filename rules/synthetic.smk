@@ -3,12 +3,6 @@
 
 from saesanity.studies import length as saesanity_length
 
-# The length study's "stopped changing" rule, for the figures' notes.
-SETTLE_RULE = {
-    "tolerance": config.get("length_study", {}).get("tolerance", 0.01),
-    "relative_tolerance": config.get("length_study", {}).get("relative_tolerance", 0.0),
-}
-
 
 rule synthetic_all:
     input:

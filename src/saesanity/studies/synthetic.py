@@ -120,18 +120,18 @@ def training_length_note(metrics: pd.DataFrame, settled: pd.DataFrame | None = N
             f"{runs - plateaued} of {runs} runs stopped at their sample cap before the "
             f"plateau rule ({rule}), their loss still falling"
         )
-    representation = _representation_note(metrics, settled)
+    representation, still_moving = _representation_note(metrics, settled)
     # A verdict only from evidence: a capped loss, or a curve still moving.
-    moving = plateaued < runs or representation.startswith("EV or recovery still moving")
-    verdict = "NOT SETTLED. " if moving else ""
+    verdict = "NOT SETTLED. " if plateaued < runs or still_moving else ""
     return f"Training length: {verdict}{loss}; {representation} (docs/synthetic.md)."
 
 
-def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) -> str:
+def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) -> tuple[str, bool]:
     """Whether EV and recovery of the figure's runs have stopped changing, per curve
-    (regime x architecture x variant x init, mean over seeds) of the length study."""
+    (regime x architecture x variant x init, mean over seeds) of the length study: the
+    text, and whether some curve was still moving at its last point."""
     if settled is None:
-        return "whether EV and recovery stopped changing is not measured (length_study.main)"
+        return "whether EV and recovery stopped changing is not measured (length_study.main)", False
     keys = ["regime", "architecture", "variant", "init"]
     missing = [key for key in [*keys, "settled_samples", "tolerance"] if key not in settled]
     if missing:
@@ -139,7 +139,7 @@ def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) ->
     shown = metrics[keys].drop_duplicates()
     curves = settled.merge(shown, on=keys, how="inner")
     if curves.empty:
-        return "the length study follows none of these runs"
+        return "the length study follows none of these runs", False
     moving = curves[curves["settled_samples"].isna()]
     rule = f"every later doubling < {float(curves['tolerance'].max()):g}"
     if "relative_tolerance" in curves and float(curves["relative_tolerance"].max()) > 0:
@@ -147,14 +147,15 @@ def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) ->
     unfollowed = len(shown) - len(curves)
     tail = f"; {unfollowed} not followed" if unfollowed else ""
     if moving.empty:
-        return f"EV and recovery settled for all {len(curves)} followed ({rule}){tail}"
+        return f"EV and recovery settled for all {len(curves)} followed ({rule}){tail}", False
     names = ", ".join(
         f"{row.regime} {row.architecture}" + ("" if row.variant == "trained" else f" {row.variant}")
         for row in moving.itertuples()
     )
     return (
         f"EV or recovery still moving at the last point for {len(moving)} of "
-        f"{len(curves)} ({rule}): {names}{tail}"
+        f"{len(curves)} ({rule}): {names}{tail}",
+        True,
     )
 
 
