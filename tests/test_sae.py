@@ -16,6 +16,7 @@ from saesanity.core.sae import (
 from saesanity.core.sparse_ops import (
     SparseCode,
     gathered_preactivations,
+    row_topk,
     select_topk,
     sparse_decode,
 )
@@ -242,6 +243,49 @@ def test_sparse_decode_and_gather_agree_with_dense_math():
     dense_acts[code.rows, code.latents] = 1.0
     reference = ((x @ W.T + b) * dense_acts) @ W
     assert torch.allclose(decoded, reference, atol=1e-5)
+
+
+def _as_sets(values, columns):
+    order = columns.argsort(1)
+    return values.gather(1, order), columns.gather(1, order)
+
+
+@pytest.mark.parametrize(
+    ("rows", "num", "k", "dtype"),
+    [(64, 2304, 40, torch.float32), (33, 3203, 32, torch.float32), (16, 500, 40, torch.bfloat16)],
+)
+def test_row_topk_is_the_exact_top_k(rows, num, k, dtype, monkeypatch):
+    widths = []  # the row lengths ATen's top-k is called on: the packed path must run
+    aten_topk = torch.Tensor.topk
+    monkeypatch.setattr(
+        torch.Tensor,
+        "topk",
+        lambda t, *a, **kw: widths.append(t.shape[-1]) or aten_topk(t, *a, **kw),
+    )
+    generator = torch.Generator().manual_seed(rows)
+    pre = torch.randn(rows, num, generator=generator).to(dtype)
+    # A row whose top-k all sit in one group, and a row with heavy ties.
+    pre[0, :k] = 10 + torch.arange(k, dtype=dtype)
+    pre[1] = torch.randint(0, 3, (num,), generator=generator).to(dtype)
+    values, columns = row_topk(pre, k)
+    assert num not in widths
+    expected, _ = pre.topk(k, dim=1)
+    assert torch.equal(values.sort(1).values, expected.sort(1).values)
+    assert torch.equal(pre.gather(1, columns), values)
+    assert all(len(set(row.tolist())) == k for row in columns)  # k distinct columns per row
+    if dtype == torch.float32:  # no ties in the other rows: the same columns as ATen
+        untied = _as_sets(*row_topk(pre[2:], k))
+        assert torch.equal(untied[1], _as_sets(*pre[2:].topk(k, dim=1))[1])
+
+
+def test_row_topk_falls_back_to_aten_on_nan_rows():
+    pre = torch.randn(8, 2304, generator=torch.Generator().manual_seed(1))
+    pre[3] = float("nan")
+    values, columns = row_topk(pre, 40)
+    reference_values, reference_columns = pre.topk(40, dim=1, sorted=False)
+    assert torch.equal(columns[3].sort().values, reference_columns[3].sort().values)
+    assert torch.equal(_as_sets(values[4:], columns[4:])[1], _as_sets(
+        reference_values[4:], reference_columns[4:])[1])  # fmt: skip
 
 
 def test_cap_projection_puts_every_row_inside_its_cap():

@@ -26,6 +26,8 @@ from saesanity.core.precision import matmul_dtype
 # small enough to stay in cache and below glibc's mmap threshold (a fresh 50 MB
 # tensor costs ~25 ms of page faults per step on these CPUs).
 PREACT_CHUNK_ROWS = 512
+# Smallest k at which `row_topk` cuts the rows down before ATen's top-k (see there).
+ROW_TOPK_MIN_K = 32
 
 
 @dataclass
@@ -160,6 +162,45 @@ def _encoder_columns(W_enc: torch.Tensor) -> torch.Tensor:
     return W_enc.t().to(matmul_dtype(W_enc)).contiguous()
 
 
+def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k largest values and their columns (in no particular order): the same
+    set as `pre.topk(k, dim=1)` up to ties, about 2x faster on CPU at k 40 of 2,304.
+
+    ATen's CPU top-k costs ~20 us per row of 2,304 at k 40, as much as half the encoder
+    GEMM that made the row. A bound cuts the row down first: split it into ~2k groups;
+    the k-th largest group maximum t has k entries >= t (the k maxima), so every top-k
+    entry is >= t. The few entries >= t (~1.5-2k per row) are packed into a padded
+    (B x C) matrix and the exact top-k is taken there. A row with fewer than k such
+    entries (NaN) falls back to ATen.
+
+    ATen's top-k is used as it is on other devices, for rows shorter than 8k, and below
+    k = ROW_TOPK_MIN_K, where ATen is nearly as fast (k 20 of 3,200: under 1.2x): the
+    order of the kept entries, and so the float rounding of everything summed over
+    them, is then exactly what it was before this path existed.
+    """
+    rows_count, num = pre.shape
+    group = num // (2 * k)
+    if pre.device.type != "cpu" or k < ROW_TOPK_MIN_K or group < 4:
+        return pre.topk(k, dim=1, sorted=False)
+    full = (num // group) * group
+    group_max = pre[:, :full].reshape(rows_count, -1, group).amax(2)
+    if full < num:
+        group_max = torch.cat([group_max, pre[:, full:].amax(1, keepdim=True)], 1)
+    bound = group_max.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
+    rows, columns = (pre >= bound).nonzero(as_tuple=True)
+    counts = torch.bincount(rows, minlength=rows_count)
+    if int(counts.min()) < k:
+        return pre.topk(k, dim=1, sorted=False)
+    slot = torch.arange(len(rows), device=pre.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    width = int(counts.max())
+    packed = pre.new_full((rows_count, width), float("-inf"))
+    packed[rows, slot] = pre[rows, columns]
+    packed_columns = torch.zeros((rows_count, width), dtype=torch.long, device=pre.device)
+    packed_columns[rows, slot] = columns
+    values, where = packed.topk(k, dim=1, sorted=False)
+    return values, packed_columns.gather(1, where)
+
+
 @torch.no_grad()
 def select_topk(
     x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, relu: bool = True
@@ -171,7 +212,7 @@ def select_topk(
     encoder_columns = _encoder_columns(W_enc)
     for chunk in x_centered.split(PREACT_CHUNK_ROWS):
         pre = torch.addmm(b_enc, chunk, encoder_columns)
-        chunk_values, chunk_latents = pre.topk(k, dim=1, sorted=False)
+        chunk_values, chunk_latents = row_topk(pre, k)
         values.append((chunk_values.relu_() if relu else chunk_values).float())
         latents.append(chunk_latents)
     rows = torch.arange(batch_size, device=x_centered.device).repeat_interleave(k)
