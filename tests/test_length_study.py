@@ -244,6 +244,24 @@ def test_settled_point_uses_the_mean_over_seeds():
     assert row["seeds"] == 2 and row["settled_samples"] == 2  # mean change 0.01 < 0.02
 
 
+def test_settled_changes_are_paired_by_seed():
+    # Seeds that stop at different lengths: each is flat, but their levels differ, so
+    # means over whichever seeds reach a point would jump (0.65 -> 0.70 -> 0.60).
+    frame = pd.concat(
+        [
+            curve_frame({1: (0.60, 0.0), 2: (0.60, 0.0)}, seed=0),
+            curve_frame({1: (0.70, 0.0), 3: (0.70, 0.0)}, seed=1),
+        ]
+    )
+    row = settled_table(frame, 0.01).iloc[0]
+    assert row["settled_samples"] == 1
+    assert (row["seeds"], row["seeds_last"], row["last_samples"]) == (1, 1, 3)
+    assert row["explained_variance_last"] == pytest.approx(0.70)
+    # A real change in one seed is still seen.
+    frame.loc[(frame["seed"] == 1) & (frame["samples_seen"] == 3), "explained_variance"] = 0.75
+    assert math.isnan(settled_table(frame, 0.01).iloc[0]["settled_samples"])
+
+
 def test_sensitivity_table_keeps_final_points_only():
     rows = []
     for lr in (1e-4, 2e-4):

@@ -210,6 +210,13 @@ def test_training_length_note_says_when_runs_stopped_at_their_cap(study, tmp_pat
     assert moving.startswith("Training length: NOT SETTLED. all")
     assert f"still moving at the last point for 1 of {len(curves)}" in moving
     assert f"{first.regime} {first.architecture}" in moving
+    # A last point that fewer seeds reached than the first is named.
+    thin = settled.assign(seeds_first=3, seeds_last=3)
+    thin.loc[1, "seeds_last"] = 1
+    second = curves.iloc[1]
+    assert f"{second.regime} {second.architecture}: last point from 1 of 3 seeds" in (
+        training_length_note(metrics, thin)
+    )
     # A curve the study does not follow is counted, not called settled.
     assert "1 not followed" in training_length_note(metrics, settled.iloc[1:])
     with pytest.raises(ValueError, match="lacks \\['cfg_plateau_rel_tol'"):

@@ -482,22 +482,33 @@ def settled_table(
     `tolerance` (absolute) and the recovered fraction also by less than
     `relative_tolerance` of the larger of its two values (a count that goes 12 -> 30
     of 3,200 moves by 0.006 only, yet has not stopped changing), with the values there
-    and at the last point. NaN when the last doubling still moves one of them."""
+    and at the last point. NaN when the last doubling still moves one of them.
+
+    Changes are paired: each seed's change from its own previous point, averaged over
+    the seeds that have the point. Runs that stop on a plateau end at different sample
+    counts (one seed at 1.5M, two at 2M), and a difference of means over different seeds
+    would measure the seeds, not training. `seeds` is the fewest seeds at any point,
+    `seeds_first` and `seeds_last` those at the first and the last point.
+    """
     rows = []
     keys = group_columns(frame)
+    metrics = list(SETTLE_METRICS)
     for identity, curve in frame.groupby(keys, sort=True):
-        means = curve.groupby("samples_seen")[list(SETTLE_METRICS)].mean().sort_index()
+        means = curve.groupby("samples_seen")[metrics].mean().sort_index()
         seeds = curve.groupby("samples_seen")["seed"].nunique()
         samples = list(means.index)
-        changes = means.diff().abs()
-        recovered = means["recovered_fraction"]
-        relative_scale = relative_tolerance * pd.concat([recovered, recovered.shift()], axis=1).max(
-            axis=1
-        )
+        per_seed = curve.groupby(["seed", "samples_seen"])[metrics].mean().sort_index()
+        previous = per_seed.groupby(level="seed").shift()
+        changes = (per_seed - previous).groupby(level="samples_seen").mean().abs()
+        changes = changes.reindex(samples)
+        recovered = per_seed["recovered_fraction"]
+        larger = pd.concat([recovered, previous["recovered_fraction"]], axis=1).max(axis=1)
+        relative_scale = relative_tolerance * larger.groupby(level="samples_seen").mean()
+        relative_scale = relative_scale.reindex(samples)
         # One point alone says nothing about change.
         settled_at = samples[0] if len(samples) > 1 else math.nan
         for index in range(1, len(samples)):
-            moved = any(changes.iloc[index][m] >= tolerance for m in SETTLE_METRICS)
+            moved = any(changes.iloc[index][m] >= tolerance for m in metrics)
             scale = relative_scale.iloc[index]
             moved = moved or (scale > 0 and changes.iloc[index]["recovered_fraction"] >= scale)
             if moved:
@@ -509,10 +520,12 @@ def settled_table(
             relative_tolerance=relative_tolerance,
             points=len(samples),
             seeds=int(seeds.min()),
+            seeds_first=int(seeds.iloc[0]),
+            seeds_last=int(seeds.loc[last]),
             last_samples=last,
             settled_samples=settled_at,
         )
-        for metric in SETTLE_METRICS:
+        for metric in metrics:
             row[f"{metric}_last"] = means.loc[last, metric]
             row[f"{metric}_last_change"] = changes.iloc[-1][metric] if len(samples) > 1 else 0.0
             row[f"{metric}_settled"] = (

@@ -146,6 +146,14 @@ def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) ->
         rule += f", recovered also < {float(curves['relative_tolerance'].max()):.0%}"
     unfollowed = len(shown) - len(curves)
     tail = f"; {unfollowed} not followed" if unfollowed else ""
+    if {"seeds_first", "seeds_last"} <= set(curves.columns):
+        # Seeds stop on their own plateaus: the last point may rest on fewer of them.
+        thin = curves[curves["seeds_last"] < curves["seeds_first"]]
+        tail += "".join(
+            f"; {row.regime} {row.architecture}: last point from {row.seeds_last} of "
+            f"{row.seeds_first} seeds"
+            for row in thin.itertuples()
+        )
     if moving.empty:
         return f"EV and recovery settled for all {len(curves)} followed ({rule}){tail}", False
     names = ", ".join(
