@@ -143,3 +143,35 @@ def test_mcc_is_one_for_the_true_dictionary_in_any_order_and_sign_and_low_for_ra
     chance = mean_correlation_coefficient(torch.randn(200, 64, generator=generator), features)
     assert mean_correlation_coefficient(random, features) == pytest.approx(chance, abs=0.05)
     assert chance < 0.5
+
+
+def test_latent_classification_counts_equal_the_dense_masks():
+    from saesanity.evals.metrics import _abs_cosines, latent_classification
+
+    truth = make_ground_truth(16, 48, {"law": "constant", "p": 0.1}, MAGNITUDE, seed=3)
+    source = SyntheticSource(truth, seed=1, stream="eval")
+    sae = make_sae("topk", 16, 40, k=4)
+    # Half the latents start on true features (they detect something), half at random.
+    generator = torch.Generator().manual_seed(2)
+    directions = torch.cat([truth.features[:20], unit_sphere_directions(20, 16, generator)])
+    sae.initialise(directions, torch.zeros(16), 1.0)
+    # The dense definition (SAELens's masks), over three batches.
+    best = _abs_cosines(sae.W_dec.detach(), truth.features).argmax(dim=1)
+    counts = torch.zeros(4, 40, dtype=torch.float64)
+    for step in range(3):
+        x, sample_index, feature_index = source.sample(step, 64)
+        active = torch.zeros(64, 48, dtype=torch.bool)
+        active[sample_index, feature_index] = True
+        active = active[:, best]
+        fires = sae.encode(x) != 0
+        for row, mask in enumerate([fires & active, fires & ~active, ~fires & active]):
+            counts[row] += mask.sum(0)
+        counts[3] += (~fires & ~active).sum(0)
+    tp, fp, fn, tn = counts
+    assert tp.sum() > 0 and fp.sum() > 0 and fn.sum() > 0  # every case occurs
+    precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.zeros_like(tp))
+    recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
+    result = latent_classification(sae, source, num_samples=3 * 64, batch_size=64)
+    assert result["latent_precision"] == float(precision.mean())
+    assert result["latent_recall"] == float(recall.mean())
+    assert result["latent_accuracy"] == float(((tp + tn) / counts.sum(0)).mean())
