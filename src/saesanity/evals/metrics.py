@@ -9,6 +9,7 @@ import torch
 
 from saesanity.core.data import ActivationSource
 from saesanity.core.sae import SparseAutoencoder
+from saesanity.core.sparse_ops import SparseCode
 
 
 @dataclass
@@ -150,63 +151,91 @@ def feature_uniqueness(decoder: torch.Tensor, features: torch.Tensor) -> float:
     return len(best.unique()) / decoder.shape[0]
 
 
-@torch.no_grad()
-def latent_classification(
-    sae: SparseAutoencoder, source, num_samples: int, batch_size: int
-) -> dict[str, float]:
-    """Each latent as a detector of its best-matching ground-truth feature (by decoder
-    |cos|): mean precision, recall, F1 and accuracy over latents, on held-out samples of
-    a synthetic source (`source.sample` gives the active features).
+class LatentClassification:
+    """Streaming counts for SynthSAEBench's per-latent classification: each latent as a
+    detector of its best-matching ground-truth feature (by decoder |cos|).
 
     Counted from the sparse code and the active (sample, feature) pairs: a true positive
     is a firing (sample, latent) whose latent's feature is active in that sample. The
     counts are those of the dense (samples x latents) masks, without building them (at
     8,192 x 3,200 the masks cost ~4x the rest of a synthetic evaluation)."""
-    num_latents, num_features = sae.d_sae, source.truth.num_features
-    best = _abs_cosines(sae.W_dec.detach(), source.truth.features).argmax(dim=1)
-    tp, fires, truth = (torch.zeros(num_latents, dtype=torch.float64) for _ in range(3))
-    samples = 0
-    for step in range(max(1, num_samples // batch_size)):
-        x, sample_index, feature_index = source.sample(step, batch_size)
+
+    def __init__(self, decoder: torch.Tensor, features: torch.Tensor) -> None:
+        self.num_features = features.shape[0]
+        self.best = _abs_cosines(decoder, features).argmax(dim=1)
+        self.tp, self.fires, self.truth = (
+            torch.zeros(decoder.shape[0], dtype=torch.float64) for _ in range(3)
+        )
+        self.samples = 0
+
+    def update(
+        self, code: SparseCode, sample_index: torch.Tensor, feature_index: torch.Tensor
+    ) -> None:
+        num_latents, num_features = len(self.best), self.num_features
         active = torch.unique(sample_index * num_features + feature_index)  # sorted keys
-        code = sae.encode_sparse(x)
         firing = code.values != 0
         rows, latents = code.rows[firing], code.latents[firing]
-        hit = torch.isin(rows * num_features + best[latents], active)
-        tp += torch.bincount(latents[hit], minlength=num_latents)
-        fires += torch.bincount(latents, minlength=num_latents)
-        truth += torch.bincount(active % num_features, minlength=num_features)[best]
-        samples += batch_size
-    fp, fn = fires - tp, truth - tp
-    tn = samples - tp - fp - fn
-    precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.zeros_like(tp))
-    recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
-    f1 = torch.where(
-        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
-    )
-    accuracy = (tp + tn) / (tp + fp + fn + tn).clamp_min(1e-8)
-    return {
-        "latent_precision": float(precision.mean()),
-        "latent_recall": float(recall.mean()),
-        "latent_f1": float(f1.mean()),
-        "latent_accuracy": float(accuracy.mean()),
-    }
+        hit = torch.isin(rows * num_features + self.best[latents], active)
+        self.tp += torch.bincount(latents[hit], minlength=num_latents)
+        self.fires += torch.bincount(latents, minlength=num_latents)
+        self.truth += torch.bincount(active % num_features, minlength=num_features)[self.best]
+        self.samples += code.batch_size
+
+    def summary(self) -> dict[str, float]:
+        """Mean precision, recall, F1 and accuracy over latents."""
+        tp = self.tp
+        fp, fn = self.fires - tp, self.truth - tp
+        tn = self.samples - tp - fp - fn
+        precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.zeros_like(tp))
+        recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
+        f1 = torch.where(
+            precision + recall > 0,
+            2 * precision * recall / (precision + recall),
+            torch.zeros_like(tp),
+        )
+        accuracy = (tp + tn) / (tp + fp + fn + tn).clamp_min(1e-8)
+        return {
+            "latent_precision": float(precision.mean()),
+            "latent_recall": float(recall.mean()),
+            "latent_f1": float(f1.mean()),
+            "latent_accuracy": float(accuracy.mean()),
+        }
 
 
-def synthsaebench_metrics(
-    sae: SparseAutoencoder,
-    source,
-    num_samples: int,
-    batch_size: int,
-    classification: bool = True,
+@torch.no_grad()
+def latent_classification(
+    sae: SparseAutoencoder, source, num_samples: int, batch_size: int
 ) -> dict[str, float]:
-    """MCC, uniqueness and (unless `classification` is False: most of the cost) the
-    per-latent classification metrics of one SAE."""
-    decoder = sae.W_dec.detach()
-    metrics = {
-        "mcc": mean_correlation_coefficient(decoder, source.truth.features),
-        "uniqueness": feature_uniqueness(decoder, source.truth.features),
+    """`LatentClassification` of an SAE on held-out samples of a synthetic source
+    (`source.sample` gives the active features)."""
+    counts = LatentClassification(sae.W_dec.detach(), source.truth.features)
+    for step in range(max(1, num_samples // batch_size)):
+        x, sample_index, feature_index = source.sample(step, batch_size)
+        counts.update(sae.encode_sparse(x), sample_index, feature_index)
+    return counts.summary()
+
+
+@torch.no_grad()
+def synthetic_held_out_metrics(
+    sae: SparseAutoencoder, source, num_samples: int, batch_size: int, classification: bool
+) -> dict[str, float]:
+    """`reconstruction_metrics` and (unless `classification` is False) the per-latent
+    classification in one pass over a synthetic source's held-out samples, each batch
+    encoded once (the encoding is most of an evaluation's cost)."""
+    stats = ReconstructionStats(sae.d_sae)
+    counts = LatentClassification(sae.W_dec.detach(), source.truth.features)
+    for step in range(max(1, num_samples // batch_size)):
+        x, sample_index, feature_index = source.sample(step, batch_size)
+        code = sae.encode_sparse(x)
+        stats.update(x, sae.decode_sparse(code), code.latents[code.values > 0])
+        if classification:
+            counts.update(code, sample_index, feature_index)
+    return {**stats.summary(), **(counts.summary() if classification else {})}
+
+
+def matched_pair_metrics(decoder: torch.Tensor, features: torch.Tensor) -> dict[str, float]:
+    """SynthSAEBench's MCC and uniqueness of a decoder against the ground truth."""
+    return {
+        "mcc": mean_correlation_coefficient(decoder, features),
+        "uniqueness": feature_uniqueness(decoder, features),
     }
-    if classification:
-        metrics.update(latent_classification(sae, source, num_samples, batch_size))
-    return metrics

@@ -12,10 +12,10 @@ from saesanity.core.checkpoint import atomic_write, load_sae, write_json
 from saesanity.core.training import TrainConfig, train
 from saesanity.evals.metrics import (
     feature_recovery,
-    reconstruction_metrics,
+    matched_pair_metrics,
     recovery_summary,
     recovery_table,
-    synthsaebench_metrics,
+    synthetic_held_out_metrics,
 )
 from saesanity.sources.synthetic import SyntheticSource, load_ground_truth
 from saesanity.studies.runs import RUN_KEYS
@@ -64,16 +64,17 @@ def evaluate_synthetic_run(
     truth = load_ground_truth(truth_path)
     # One evaluation stream per regime: every run is scored on the same samples.
     source = SyntheticSource(truth, seed=eval_seed, stream="eval")
-    metrics = reconstruction_metrics(sae, source, eval_samples, eval_batch_size)
+    held_out = synthetic_held_out_metrics(
+        sae, source, eval_samples, eval_batch_size, classification=latent_classification
+    )
+    metrics = {key: value for key, value in held_out.items() if not key.startswith("latent_")}
     recovery, best_latent = feature_recovery(truth.features, sae.W_dec.detach())
     metrics.update(recovery_summary(recovery, recovery_threshold))
     metrics["recovery_threshold"] = recovery_threshold
-    # SynthSAEBench's matched-pair metrics (SAELens's synthetic benchmark) beside them.
-    metrics.update(
-        synthsaebench_metrics(
-            sae, source, eval_samples, eval_batch_size, classification=latent_classification
-        )
-    )
+    # SynthSAEBench's metrics (SAELens's synthetic benchmark) beside them: matched pairs,
+    # then the per-latent classification from the same pass over the held-out samples.
+    metrics.update(matched_pair_metrics(sae.W_dec.detach(), truth.features))
+    metrics.update({key: value for key, value in held_out.items() if key.startswith("latent_")})
     table = recovery_table(recovery, best_latent, truth.probabilities)
     atomic_write(out_recovery_csv, lambda tmp: table.to_csv(tmp, index=False))
     result = {
