@@ -214,7 +214,7 @@ def test_training_length_note_says_when_runs_stopped_at_their_cap(study, tmp_pat
     thin = settled.assign(seeds_first=3, seeds_last=3)
     thin.loc[1, "seeds_last"] = 1
     second = curves.iloc[1]
-    assert f"{second.regime} {second.architecture}: last point from 1 of 3 seeds" in (
+    assert f"last point from fewer seeds: {second.regime} {second.architecture} (1 of 3)" in (
         training_length_note(metrics, thin)
     )
     # A curve the study does not follow is counted, not called settled.

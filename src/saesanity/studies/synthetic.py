@@ -150,11 +150,11 @@ def _representation_note(metrics: pd.DataFrame, settled: pd.DataFrame | None) ->
     if {"seeds_first", "seeds_last"} <= set(curves.columns):
         # Seeds stop on their own plateaus: the last point may rest on fewer of them.
         thin = curves[curves["seeds_last"] < curves["seeds_first"]]
-        tail += "".join(
-            f"; {row.regime} {row.architecture}: last point from {row.seeds_last} of "
-            f"{row.seeds_first} seeds"
-            for row in thin.itertuples()
-        )
+        if not thin.empty:
+            tail += "; last point from fewer seeds: " + ", ".join(
+                f"{row.regime} {row.architecture} ({row.seeds_last} of {row.seeds_first})"
+                for row in thin.itertuples()
+            )
     if moving.empty:
         return f"EV and recovery settled for all {len(curves)} followed ({rule}){tail}", False
     names = ", ".join(
