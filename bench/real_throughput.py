@@ -38,9 +38,10 @@ Whole runs ("run" rows, --run-archs): each architecture trained as the workflow 
 (config.yaml's real.training with the architecture's overrides, the table's L0, variant
 trained, init iso, so ReLU and JumpReLU start dense; d_sae from --expansion like the other
 rows), for --run-steps optimiser steps from
-the standard initialisation, read from the training store (--run-store), logging and
-checkpoints included. Ratio = steps x bound at the run's batch / the run's wall time: what a
-workflow run gets of the bound, its dense start included (overweighted: a 400-step run
+the standard initialisation, read from the training store (--run-store) with the
+workflow's shuffle groups and outlier rule, logging and checkpoints included. Ratio =
+steps x bound at the run's batch / the run's wall time: what a workflow run gets of the
+bound, its dense start included (overweighted: a 400-step run
 spends a larger share of its steps dense than the default's 3,200).
 
 The bound is the faster of two layouts of the same GEMM pair, timed in the same run:
@@ -151,8 +152,10 @@ def case_overrides(architecture: str, phase: str, theta: float) -> tuple[dict, f
     return {}, -theta
 
 
-def time_train(store_path: str, config: TrainConfig, bias: float | None) -> tuple[float, dict]:
-    source = ActivationStore(store_path, seed=config.seed, verify=False)
+def time_train(
+    store_path: str, config: TrainConfig, bias: float | None, **store_options
+) -> tuple[float, dict]:
+    source = ActivationStore(store_path, seed=config.seed, verify=False, **store_options)
     with tempfile.TemporaryDirectory() as out_dir, relu_bias(bias):
         start = time.perf_counter()
         train(config, source, out_dir, progress=False)
@@ -223,7 +226,14 @@ def timing_row(
 def run_rows(args) -> list[dict]:
     """Whole runs from the standard initialisation, configured as the workflow's."""
     config = yaml.safe_load(Path(args.config).read_text())
-    source = ActivationStore(args.run_store, seed=0, verify=False)
+    # The store read as the workflow's training reads it: its shuffle groups and its
+    # outlier rule (without it, attention-sink tokens set the input scale).
+    activations = config["real"]["activations"]
+    store_options = {
+        "shuffle_shards": activations["shuffle_shards"],
+        "outlier_factor": activations["outlier_norm_factor"],
+    }
+    source = ActivationStore(args.run_store, seed=0, verify=False, **store_options)
     rows = []
     for architecture in args.run_archs:
         values = real_train_config(config, architecture, "trained", "iso",
@@ -239,7 +249,7 @@ def run_rows(args) -> list[dict]:
         bound = dense_bound_seconds(
             source.d_in, run_config.d_sae, args.bound_repeats, run_config.batch_size
         )
-        seconds, last = time_train(args.run_store, run_config, None)
+        seconds, last = time_train(args.run_store, run_config, None, **store_options)
         rows.append(timing_row(architecture, f"run ({args.run_steps} steps)", source.d_in,
                                run_config, args.threads, last["l0"],
                                seconds / args.run_steps, bound))  # fmt: skip
