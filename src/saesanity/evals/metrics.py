@@ -223,14 +223,16 @@ def synthetic_held_out_metrics(
     classification in one pass over a synthetic source's held-out samples, each batch
     encoded once (the encoding is most of an evaluation's cost)."""
     stats = ReconstructionStats(sae.d_sae)
-    counts = LatentClassification(sae.W_dec.detach(), source.truth.features)
+    counts = (
+        LatentClassification(sae.W_dec.detach(), source.truth.features) if classification else None
+    )
     for step in range(max(1, num_samples // batch_size)):
         x, sample_index, feature_index = source.sample(step, batch_size)
         code = sae.encode_sparse(x)
         stats.update(x, sae.decode_sparse(code), code.latents[code.values > 0])
-        if classification:
+        if counts is not None:
             counts.update(code, sample_index, feature_index)
-    return {**stats.summary(), **(counts.summary() if classification else {})}
+    return {**stats.summary(), **(counts.summary() if counts is not None else {})}
 
 
 def matched_pair_metrics(decoder: torch.Tensor, features: torch.Tensor) -> dict[str, float]:
