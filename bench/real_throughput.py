@@ -42,7 +42,10 @@ the standard initialisation, read from the training store (--run-store) with the
 workflow's shuffle groups and outlier rule, logging and checkpoints included. Ratio =
 steps x bound at the run's batch / the run's wall time: what a workflow run gets of the
 bound, its dense start included (overweighted: a 400-step run
-spends a larger share of its steps dense than the default's 3,200).
+spends a larger share of its steps dense than the default's 3,200). Each whole run also
+says where its time went: how many steps took the dense path (ReLU's and JumpReLU's
+start), their share of the run's time, and each phase's ratio to the bound (dense: the
+mean dense step; sparse: the median sparse step).
 
 The bound is the faster of two layouts of the same GEMM pair, timed in the same run:
 plain autograd (`x @ W.T` and its weight gradient) and `addmm` with W.T contiguous plus
@@ -53,7 +56,7 @@ Writes bench/out/real_throughput.csv and prints a table.
 
     python bench/real_throughput.py [--store results/real/activations/eval] \
         [--expansion 4] [--short 3] [--long 8] [--threads N] [--memory-archs topk relu] \
-        [--run-steps 400] [--run-archs topk batchtopk jumprelu relu matryoshka]
+        [--run-steps 400] [--run-archs topk batchtopk jumprelu relu matryoshka] [--only-runs]
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ import torch
 import yaml
 
 from saesanity.core import training
+from saesanity.core.sae import SparseAutoencoder
 from saesanity.core.training import TrainConfig, build_sae, initialise_sae, train
 from saesanity.sources.activation_store import ActivationStore
 from saesanity.studies.runs import real_table_l0, real_train_config
@@ -152,11 +156,53 @@ def case_overrides(architecture: str, phase: str, theta: float) -> tuple[dict, f
     return {}, -theta
 
 
+@contextlib.contextmanager
+def step_paths(record: list[tuple[float, bool]]):
+    """Within the block, each training forward appends (its start time, dense path?)."""
+    original = SparseAutoencoder.forward_train
+
+    def recorded(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        record.append((start, out.latents is None))
+        return out
+
+    SparseAutoencoder.forward_train = recorded
+    try:
+        yield
+    finally:
+        SparseAutoencoder.forward_train = original
+
+
+PHASE_COLUMNS = ["dense_steps", "dense_share_of_time", "dense_step_ratio", "sparse_step_ratio"]
+
+
+def phase_columns(record: list[tuple[float, bool]], bound: float) -> dict:
+    """Dense-path steps of a whole run, their share of its time and each phase's ratio
+    to the bound (a step lasts from its forward to the next step's; the last is left
+    out)."""
+    times = torch.tensor([start for start, _ in record], dtype=torch.float64)
+    steps = times.diff()
+    dense = torch.tensor([is_dense for _, is_dense in record[:-1]])
+    sparse = steps[~dense]
+    return {
+        "dense_steps": int(dense.sum()),
+        "dense_share_of_time": float(steps[dense].sum() / steps.sum()),
+        "dense_step_ratio": float(bound / steps[dense].mean()) if dense.any() else math.nan,
+        "sparse_step_ratio": float(bound / sparse.median()) if len(sparse) else math.nan,
+    }
+
+
 def time_train(
-    store_path: str, config: TrainConfig, bias: float | None, **store_options
+    store_path: str,
+    config: TrainConfig,
+    bias: float | None,
+    record: list[tuple[float, bool]] | None = None,
+    **store_options,
 ) -> tuple[float, dict]:
     source = ActivationStore(store_path, seed=config.seed, verify=False, **store_options)
-    with tempfile.TemporaryDirectory() as out_dir, relu_bias(bias):
+    paths = step_paths(record) if record is not None else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as out_dir, relu_bias(bias), paths:
         start = time.perf_counter()
         train(config, source, out_dir, progress=False)
         seconds = time.perf_counter() - start
@@ -201,6 +247,7 @@ def timing_row(
     l0: float,
     step: float,
     bound: float,
+    extra: dict | None = None,
 ) -> dict:
     """One printed and written row: a trainer step against the bound at its batch."""
     batch = config.batch_size
@@ -218,6 +265,7 @@ def timing_row(
         "bound_step_seconds": bound,
         "bound_samples_per_second": batch / bound,
         "ratio_to_bound": bound / step,
+        **(extra or {}),
     }
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return row
@@ -249,10 +297,12 @@ def run_rows(args) -> list[dict]:
         bound = dense_bound_seconds(
             source.d_in, run_config.d_sae, args.bound_repeats, run_config.batch_size
         )
-        seconds, last = time_train(args.run_store, run_config, None, **store_options)
+        record: list[tuple[float, bool]] = []
+        seconds, last = time_train(args.run_store, run_config, None, record, **store_options)
         rows.append(timing_row(architecture, f"run ({args.run_steps} steps)", source.d_in,
                                run_config, args.threads, last["l0"],
-                               seconds / args.run_steps, bound))  # fmt: skip
+                               seconds / args.run_steps, bound,
+                               phase_columns(record, bound)))  # fmt: skip
     return rows
 
 
@@ -339,6 +389,9 @@ def main() -> None:
         "--run-archs", nargs="*", default=["topk", "batchtopk", "jumprelu", "relu", "matryoshka"],
         help="architectures trained as whole runs from the standard initialisation",
     )  # fmt: skip
+    parser.add_argument(
+        "--only-runs", action="store_true", help="skip the steady/start/sparse rows"
+    )  # fmt: skip
     parser.add_argument("--out", default="bench/out/real_throughput.csv")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -361,7 +414,7 @@ def main() -> None:
     print(f"sparse-regime threshold (pre-activation quantile 1 - k/d_sae): {theta:.4f}", flush=True)
 
     rows = []
-    for architecture, phase in CASES:
+    for architecture, phase in [] if args.only_runs else CASES:
         overrides, bias = case_overrides(architecture, phase, theta)
         bound = dense_bound_seconds(d_in, d_sae, args.bound_repeats)
         short, last = time_train(args.store, make_config(architecture, d_sae, args.short,
@@ -399,6 +452,7 @@ def main() -> None:
     shown = ["architecture", "phase", "l0_last_step", "step_seconds", "samples_per_second",
              "bound_samples_per_second", "ratio_to_bound", "store_share_of_step",
              "train_peak_mb"]  # fmt: skip
+    shown += [column for column in PHASE_COLUMNS if column in frame]
     print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
 
 
