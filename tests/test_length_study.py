@@ -305,11 +305,12 @@ def test_figures_are_written(tmp_path):
     assert (tmp_path / "sensitivity.pdf").read_bytes().startswith(b"%PDF")
 
 
-def test_two_settings_of_one_architecture_are_two_lines_not_a_mean(tmp_path, monkeypatch):
+def test_settings_of_one_architecture_are_lines_of_their_own_not_a_mean(tmp_path, monkeypatch):
     import saesanity.plots.length as plots
 
     frames = []
-    for lr, ev in ((1e-2, 0.7), (3e-3, 0.5)):
+    rates = {1e-2: 0.7, 3e-3: 0.5, 1e-3: 0.45, 3e-4: 0.4, 1e-4: 0.35}
+    for lr, ev in rates.items():
         frame = curve_frame({10: (ev - 0.1, 0.0), 20: (ev, 0.0)}, seed=0, architecture="topk")
         frames.append(frame.assign(cfg_lr=lr, cfg_batch_size=64))
     frame = pd.concat(frames)
@@ -321,8 +322,9 @@ def test_two_settings_of_one_architecture_are_two_lines_not_a_mean(tmp_path, mon
     plots.figure_length(frame, tmp_path / "length.pdf", 0.8)
     ev_axis = figures[0].axes[2]  # rows: recovered, mean max cosine, EV
     lines = [line for line in ev_axis.get_lines() if len(line.get_xdata())]
-    assert sorted(line.get_ydata()[-1] for line in lines) == pytest.approx([0.5, 0.7])
-    assert len({line.get_linestyle() for line in lines}) == 2
+    assert sorted(line.get_ydata()[-1] for line in lines) == pytest.approx(sorted(rates.values()))
+    # Five learning rates, five dash patterns (not a cycle of four styles).
+    assert len({str(line._unscaled_dash_pattern) for line in lines}) == 5
     labels = [text.get_text() for text in figures[0].legends[0].get_texts()]
     assert "topk, lr 0.01, batch 64" in labels and "topk, lr 0.003, batch 64" in labels
 

@@ -40,7 +40,18 @@ LENGTH_PANELS = [
 ]
 
 
-SETTING_LINESTYLES = ["-", "--", ":", "-."]
+# One line style per (lr, batch size) setting of an architecture: eight that tell apart
+# in print (a long run's config trains up to five learning rates of one architecture).
+SETTING_LINESTYLES = [
+    "-",
+    "--",
+    ":",
+    "-.",
+    (0, (8, 2, 1, 2, 1, 2)),
+    (0, (1, 4)),
+    (0, (10, 4)),
+    (0, (4, 1, 1, 1, 1, 1, 1, 1)),
+]
 
 
 def _auxk_values(rows: pd.DataFrame) -> pd.Series:
