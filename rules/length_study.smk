@@ -158,6 +158,32 @@ rule length_figure:
         "../workflow_scripts/length_figure.py"
 
 
+rule length_long_best:
+    # Per regime and architecture, the long runs' setting that recovers the most
+    # features at their common length, whether rates on both sides recovered fewer, and
+    # whether it has settled.
+    input:
+        table="results/length/long.csv",
+        settled="results/length/long_settled.csv",
+    output:
+        report(
+            "results/length/long_best.csv",
+            caption="../report/length_long_best.rst",
+            category="Training length",
+        ),
+    log:
+        "logs/length/long_best.log",
+    benchmark:
+        "benchmarks/length/long_best.tsv"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    conda:
+        "../envs/saesanity.yaml"
+    script:
+        "../workflow_scripts/length_long_best.py"
+
+
 rule length_sensitivity:
     input:
         saesanity_length.long_point_tables(config, include_long=False),

@@ -19,6 +19,7 @@ from saesanity.studies.length import (
     evaluate_length_run,
     format_lr,
     length_targets,
+    long_best,
     long_run_dir,
     long_runs,
     long_train_config,
@@ -664,3 +665,64 @@ def test_a_run_without_latent_classification_skips_only_those_metrics(truth_path
         "latent_f1"
         in json.loads((tmp_path / "full" / f"samples{BATCH * 10}.json").read_text())["metrics"]
     )
+
+
+def long_frame(curves: dict[tuple[float, int], dict[int, int]], seed: int = 0) -> pd.DataFrame:
+    """Point rows of long runs: {(lr, batch size): {samples: recovered count}}."""
+    rows = [
+        {"regime": "constant", "architecture": "topk", "cfg_lr": lr, "cfg_batch_size": batch,
+         "cfg_auxk_values": "post_relu", "seed": seed, "samples_seen": samples,
+         "recovered_count": count, "recovered_fraction": count / 3200, "mcc": count / 3200,
+         "explained_variance": 0.7, "dead_fraction": 0.0}
+        for (lr, batch), points in curves.items()
+        for samples, count in points.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def best_of(frame: pd.DataFrame) -> pd.Series:
+    return long_best(frame, settled_table(frame, 0.01, 0.1)).iloc[0]
+
+
+def test_long_best_is_bracketed_only_when_both_neighbouring_rates_recover_fewer():
+    flat = {1: 100, 2: 1000, 4: 1010}
+    middle = long_frame({(1e-4, 1024): {1: 0, 2: 10, 4: 20}, (1e-3, 1024): flat,
+                         (1e-2, 1024): {1: 50, 2: 60, 4: 60}})  # fmt: skip
+    best = best_of(middle)
+    assert (best["cfg_lr"], best["recovered_count"], best["runner_up_lr"]) == (1e-3, 1010, 1e-2)
+    assert best["bracketed"] and best["settled_samples"] == 2
+    assert best["status"] == "settled optimum"
+    # The best rate is the lowest one run: the optimum may lie below it.
+    edge = long_frame({(1e-3, 1024): flat, (1e-2, 1024): {1: 50, 2: 60, 4: 60}})
+    assert not best_of(edge)["bracketed"]
+    assert best_of(edge)["status"] == "best rate at the edge of the rates run"
+    # A neighbour at another batch size does not bracket the rate.
+    other_batch = long_frame({(1e-4, 4096): {1: 0, 2: 10, 4: 20}, (1e-3, 1024): flat,
+                              (1e-2, 1024): {1: 50, 2: 60, 4: 60}})  # fmt: skip
+    assert not best_of(other_batch)["bracketed"]
+
+
+def test_long_best_compares_settings_at_their_common_length_and_says_when_not_settled():
+    # The 1e-3 run is longer and still rising; at 4 (where both end) 3e-3 leads.
+    frame = long_frame({(3e-3, 1024): {1: 100, 2: 300, 4: 500},
+                        (1e-3, 1024): {1: 0, 2: 100, 4: 400, 8: 2000}})  # fmt: skip
+    best = best_of(frame)
+    assert (best["cfg_lr"], best["compared_samples"], best["recovered_count"]) == (3e-3, 4, 500)
+    assert best["status"] == "best rate at the edge of the rates run; not settled"
+    # Nothing recovered anywhere is said, not ranked.
+    nothing = long_frame({(1e-4, 1024): {1: 0, 2: 0}, (1e-3, 1024): {1: 0, 2: 0},
+                          (1e-2, 1024): {1: 0, 2: 0}})  # fmt: skip
+    assert best_of(nothing)["status"].startswith("nothing recovered at any setting")
+
+
+def test_long_best_reports_the_range_over_seeds():
+    frame = pd.concat(
+        [
+            long_frame({(1e-3, 1024): {1: 100, 2: 1000}}, seed=0),
+            long_frame({(1e-3, 1024): {1: 100, 2: 1200}}, seed=1),
+        ]
+    )
+    best = best_of(frame)
+    assert best["seeds"] == 2
+    assert (best["recovered_count"], best["recovered_count_min"]) == (1100, 1000)
+    assert best["recovered_count_max"] == 1200

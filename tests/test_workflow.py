@@ -136,6 +136,10 @@ def test_smoke_run_builds_the_length_study(smoke_run):
     assert metrics.loc[metrics["variant"] != "trained", "cfg_snapshot_samples"].eq("[]").all()
     long = pd.read_csv(smoke_run / "results/length/long.csv")
     assert long["samples_seen"].max() == length["long"]["budget_samples"]
+    best = pd.read_csv(smoke_run / "results/length/long_best.csv")
+    # One setting per architecture and a single rate: no optimum can be claimed.
+    assert len(best) == long.groupby(["regime", "architecture"]).ngroups
+    assert best["status"].str.contains("edge of the rates run").all()
     sensitivity = pd.read_csv(smoke_run / "results/length/sensitivity.csv")
     # lr x {0.5, 1} at the default batch size, batch sizes {128, 256}: 3 settings.
     assert len(sensitivity) == 3

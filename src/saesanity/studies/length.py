@@ -535,6 +535,91 @@ def settled_table(
     return pd.DataFrame(rows)
 
 
+def long_best(frame: pd.DataFrame, settled: pd.DataFrame) -> pd.DataFrame:
+    """Per (regime, architecture), the long runs' setting that recovers the most
+    features at the longest length every setting of that architecture reached (mean over
+    seeds; ties: higher MCC, then EV), and whether that answer is evidence:
+
+    * `bracketed`: the nearest lower and the nearest higher learning rate run at the same
+      batch size and AuxK form both recovered fewer features. A best rate at the edge of
+      the rates run says only that the optimum lies at or beyond it.
+    * `settled`: its curve has stopped changing by the settle rule (`settled`, from
+      `settled_table`) at its last point, which may be longer than the compared one.
+    * `status`: "settled optimum" when both hold and a feature was recovered, else what
+      is missing.
+
+    `recovered_count_min`/`_max` are the range over seeds at the compared length: with
+    one seed there is no interval, and `seeds` says so.
+    """
+    keys = group_columns(frame)
+    setting_keys = [key for key in keys if key not in ("regime", "architecture")]
+    order = ["recovered_count", "mcc", "explained_variance"]
+    settled_at = settled.set_index(keys)["settled_samples"]
+    rows = []
+    for (regime, architecture), runs in frame.groupby(["regime", "architecture"], sort=True):
+        compared_at = runs.groupby(setting_keys)["samples_seen"].max().min()
+        # Each seed's last point at or below the compared length (a run stopped on a
+        # plateau has no row exactly there).
+        upto = runs[runs["samples_seen"] <= compared_at].reset_index(drop=True)
+        last = upto.loc[upto.groupby(setting_keys + ["seed"])["samples_seen"].idxmax()]
+        metrics = [m for m in POINT_METRICS if m in last.columns]
+        per_setting = last.groupby(setting_keys)[metrics].mean()
+        spread = last.groupby(setting_keys)["recovered_count"].agg(["min", "max", "count"])
+        per_setting = per_setting.join(spread).reset_index()
+        ranked = per_setting.sort_values(order, ascending=False, kind="stable")
+        best = ranked.iloc[0]
+        runner_up = ranked.iloc[1] if len(ranked) > 1 else None
+
+        # The rates run beside the best one: same batch size and AuxK form.
+        same_form = per_setting
+        for key in setting_keys:
+            if key != "cfg_lr":
+                same_form = same_form[same_form[key] == best[key]]
+        lower = same_form[same_form["cfg_lr"] < best["cfg_lr"]]
+        higher = same_form[same_form["cfg_lr"] > best["cfg_lr"]]
+        bracketed = (
+            not lower.empty
+            and not higher.empty
+            and lower.loc[lower["cfg_lr"].idxmax(), "recovered_count"] < best["recovered_count"]
+            and higher.loc[higher["cfg_lr"].idxmin(), "recovered_count"] < best["recovered_count"]
+        )
+        settled_samples = settled_at.loc[(regime, architecture, *[best[k] for k in setting_keys])]
+        is_settled = not math.isnan(settled_samples)
+        missing = []
+        if best["recovered_count"] == 0:
+            missing.append("nothing recovered at any setting")
+        if not bracketed:
+            missing.append("best rate at the edge of the rates run")
+        if not is_settled:
+            missing.append("not settled")
+
+        row = {"regime": regime, "architecture": architecture}
+        row.update({key: best[key] for key in setting_keys})
+        row.update(
+            settings=len(per_setting),
+            compared_samples=int(compared_at),
+            seeds=int(best["count"]),
+            recovered_count=best["recovered_count"],
+            recovered_count_min=best["min"],
+            recovered_count_max=best["max"],
+        )
+        row.update({metric: best[metric] for metric in metrics if metric != "recovered_count"})
+        row.update(
+            runner_up_lr=runner_up["cfg_lr"] if runner_up is not None else math.nan,
+            runner_up_batch_size=(
+                runner_up["cfg_batch_size"] if runner_up is not None else math.nan
+            ),
+            runner_up_recovered_count=(
+                runner_up["recovered_count"] if runner_up is not None else math.nan
+            ),
+            bracketed=bool(bracketed),
+            settled_samples=settled_samples,
+            status="; ".join(missing) if missing else "settled optimum",
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def sensitivity_table(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     """Metrics at the sensitivity budget per (regime, architecture, lr, batch size):
     each run's last point at or below `budget` (its final checkpoint, or the long
@@ -682,6 +767,8 @@ def length_targets(config: dict) -> list[str]:
                 f"results/length/{source}_settled.csv",
                 f"figures/length_{source}.pdf",
             ]
+    if study.get("long", {}).get("enabled", False):
+        targets.append("results/length/long_best.csv")
     if study.get("sensitivity", {}).get("enabled", False):
         targets += ["results/length/sensitivity.csv", "figures/length_sensitivity.pdf"]
     if _sweep_config(config).get("enabled", False):
