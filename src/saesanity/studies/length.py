@@ -543,8 +543,9 @@ def long_best(frame: pd.DataFrame, settled: pd.DataFrame) -> pd.DataFrame:
     * `bracketed`: the nearest lower and the nearest higher learning rate run at the same
       batch size and AuxK form both recovered fewer features. A best rate at the edge of
       the rates run says only that the optimum lies at or beyond it.
-    * `settled`: its curve has stopped changing by the settle rule (`settled`, from
-      `settled_table`) at its last point, which may be longer than the compared one.
+    * `settled_samples`: where its curve stopped changing by the settle rule (`settled`,
+      from `settled_table`), judged up to its last point, which may be longer than the
+      compared one; NaN when it has not.
     * `status`: "settled optimum" when both hold and a feature was recovered, else what
       is missing.
 
