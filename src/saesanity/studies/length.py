@@ -61,6 +61,8 @@ POINT_METRICS = [
 ]
 # The two quantities whose stability defines "trained long enough".
 SETTLE_METRICS = ("explained_variance", "recovered_fraction")
+# "Best setting": most features recovered, ties broken by MCC, then EV.
+BEST_ORDER = ["recovered_count", "mcc", "explained_variance"]
 
 
 def format_lr(lr: float) -> str:
@@ -373,7 +375,7 @@ def sweep_best(summary: pd.DataFrame) -> pd.DataFrame:
     at the last point (ties: higher MCC, then EV), and the one with the highest MCC
     (ties: more recovered, then EV)."""
     orders = {
-        "recovered_count": ["recovered_count_last", "mcc_last", "explained_variance_last"],
+        "recovered_count": [f"{metric}_last" for metric in BEST_ORDER],
         "mcc": ["mcc_last", "recovered_count_last", "explained_variance_last"],
     }
     rows = []
@@ -554,7 +556,6 @@ def long_best(frame: pd.DataFrame, settled: pd.DataFrame) -> pd.DataFrame:
     """
     keys = group_columns(frame)
     setting_keys = [key for key in keys if key not in ("regime", "architecture")]
-    order = ["recovered_count", "mcc", "explained_variance"]
     settled_at = settled.set_index(keys)["settled_samples"]
     rows = []
     for (regime, architecture), runs in frame.groupby(["regime", "architecture"], sort=True):
@@ -567,9 +568,9 @@ def long_best(frame: pd.DataFrame, settled: pd.DataFrame) -> pd.DataFrame:
         per_setting = last.groupby(setting_keys)[metrics].mean()
         spread = last.groupby(setting_keys)["recovered_count"].agg(["min", "max", "count"])
         per_setting = per_setting.join(spread).reset_index()
-        ranked = per_setting.sort_values(order, ascending=False, kind="stable")
+        ranked = per_setting.sort_values(BEST_ORDER, ascending=False, kind="stable")
         best = ranked.iloc[0]
-        runner_up = ranked.iloc[1] if len(ranked) > 1 else None
+        runner_up = ranked.iloc[1] if len(ranked) > 1 else pd.Series(dtype=float)
 
         # The rates run beside the best one: same batch size and AuxK form.
         same_form = per_setting
@@ -606,13 +607,9 @@ def long_best(frame: pd.DataFrame, settled: pd.DataFrame) -> pd.DataFrame:
         )
         row.update({metric: best[metric] for metric in metrics if metric != "recovered_count"})
         row.update(
-            runner_up_lr=runner_up["cfg_lr"] if runner_up is not None else math.nan,
-            runner_up_batch_size=(
-                runner_up["cfg_batch_size"] if runner_up is not None else math.nan
-            ),
-            runner_up_recovered_count=(
-                runner_up["recovered_count"] if runner_up is not None else math.nan
-            ),
+            runner_up_lr=runner_up.get("cfg_lr", math.nan),
+            runner_up_batch_size=runner_up.get("cfg_batch_size", math.nan),
+            runner_up_recovered_count=runner_up.get("recovered_count", math.nan),
             bracketed=bool(bracketed),
             settled_samples=settled_samples,
             status="; ".join(missing) if missing else "settled optimum",
